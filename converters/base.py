@@ -1,0 +1,159 @@
+"""The converter contract: write an artifact, embed metadata, describe it, and run it."""
+
+from __future__ import annotations
+
+import abc
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from edgekit.errors import EdgekitError, UnsupportedOpError
+from edgekit.registry import Registry
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass
+class ModelSource:
+    """What a converter converts: an eval-mode module, example inputs and metadata."""
+
+    name: str  # artifact base name
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    sha256: str  # of the source weights / program file
+    origin: str  # path the model came from
+    kind: str  # "checkpoint" or "pt2"
+    labels: list[str] | None = None
+    preprocessing: dict[str, Any] | None = None
+    exported: torch.export.ExportedProgram | None = None  # given for .pt2 sources
+
+    def exported_program(self) -> torch.export.ExportedProgram:
+        """The model as a torch.export program (exported once, reused by every converter)."""
+        if self.exported is None:
+            self.exported = torch.export.export(self.module, self.example_inputs)
+        return self.exported
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class ArtifactInfo:
+    """What can be read back from a written artifact without running it."""
+
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    op_histogram: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """Runs an artifact on one sample: float32 arrays in input order → arrays in output order."""
+
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class RunnerUnavailable:
+    """Why an artifact cannot be run on this machine (reported as "not run: <reason>")."""
+
+    reason: str
+
+
+class Converter(abc.ABC):
+    """One export format. Subclasses are registered with ``@register_converter(name)``."""
+
+    name: str = ""
+    suffix: str = ""  # file suffix of the artifact, e.g. ".onnx"
+    is_directory: bool = False  # True when the artifact is a folder (.mlpackage)
+    runtime: str = ""  # the runtime that verifies and benchmarks it here
+    precisions: tuple[str, ...] = ("fp32",)
+    extra: str = ""  # the pip extra that installs this converter's packages
+
+    @abc.abstractmethod
+    def export(self, source: ModelSource, path: Path, precision: str, metadata: dict[str, Any]) -> None:
+        """Write the artifact to ``path`` with edgekit's metadata (JSON-able) embedded in it."""
+
+    @abc.abstractmethod
+    def inspect(self, path: Path) -> ArtifactInfo:
+        """Read I/O, operators and metadata back from the artifact; raise EdgekitError if unreadable."""
+
+    @abc.abstractmethod
+    def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
+        """A callable that runs the artifact here, or why it cannot."""
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise EdgekitError(
+                f"the {self.name} converter does not support precision {precision!r}; "
+                f"it supports: {', '.join(self.precisions)}"
+            )
+
+    def artifact_name(self, base: str, precision: str) -> str:
+        return f"{base}_{precision}{self.suffix}"
+
+
+CONVERTERS: Registry[Converter] = Registry("format")
+
+
+def register_converter(name: str) -> Callable[[type[Converter]], type[Converter]]:
+    """Class decorator: ``@register_converter("onnx")`` registers one instance under ``name``."""
+
+    def add(cls: type[Converter]) -> type[Converter]:
+        cls.name = name
+        CONVERTERS.register(name)(cls())
+        return cls
+
+    return add
+
+
+_OP_PATTERNS = (
+    re.compile(r"(aten\.[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)"),
+    re.compile(r"Torch `(\w+)` op"),
+    re.compile(r"converting '(\w+)' op"),
+    re.compile(r"Lowering not found: ([\w.]+)"),
+)
+
+
+def failing_op(exc: BaseException) -> str | None:
+    """The operator a converter was lowering when ``exc`` was raised, if it can be found.
+
+    First the innermost torch.fx node in the traceback's frames, then op names in the messages.
+    """
+    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        node = frame.f_locals.get("node")
+        if isinstance(node, torch.fx.Node) and node.op == "call_function":
+            return str(node.target)
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    for err in chain:
+        for pattern in _OP_PATTERNS:
+            match = pattern.search(str(err))
+            if match:
+                return match.group(1)
+    return None
+
+
+def conversion_error(fmt: str, exc: BaseException) -> EdgekitError:
+    """Turn a converter's exception into a one-line error naming the operator when possible."""
+    op = failing_op(exc)
+    if op:
+        return UnsupportedOpError(op, fmt)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return EdgekitError(f"{fmt} conversion failed: {type(exc).__name__}: {first}")

@@ -1,0 +1,99 @@
+"""Core ML export (coremltools ML Program). Predicts on macOS; on Linux it is checked as far as possible."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.converters._quiet import quiet
+from edgekit.converters.base import (
+    ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
+    register_converter,
+)
+from edgekit.errors import EdgekitError, require
+
+_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
+_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}  # ArrayFeatureType
+NOT_ON_MACOS = "Core ML prediction needs macOS"
+
+
+@register_converter("coreml")
+class CoreMLConverter(Converter):
+    suffix = ".mlpackage"
+    is_directory = True
+    runtime = "coreml"
+    precisions = ("fp32", "fp16")
+    extra = "coreml"
+
+    def export(self, source: ModelSource, path: Path, precision: str, metadata: dict[str, Any]) -> None:
+        ct = require("coremltools", self.extra)
+        try:
+            with quiet():
+                program = source.exported_program().run_decompositions({})
+                mlmodel = ct.convert(
+                    program,
+                    inputs=[ct.TensorType(name=n, shape=tuple(x.shape), dtype=np.float32)
+                            for n, x in zip(source.input_names, source.example_inputs)],
+                    outputs=[ct.TensorType(name=n) for n in source.output_names],
+                    convert_to="mlprogram",
+                    compute_precision=getattr(ct.precision, _PRECISION[precision]),
+                    minimum_deployment_target=ct.target.iOS16,
+                )
+        except Exception as exc:
+            raise conversion_error(self.name, exc) from exc
+        mlmodel.short_description = metadata.get("description", "")
+        mlmodel.author = "edgekit"
+        mlmodel.version = str(metadata.get("edgekit_version", ""))
+        mlmodel.user_defined_metadata["edgekit"] = json.dumps(metadata)
+        if metadata.get("labels"):
+            mlmodel.user_defined_metadata["labels"] = json.dumps(metadata["labels"])
+        with quiet():
+            mlmodel.save(str(path))
+
+    def inspect(self, path: Path) -> ArtifactInfo:
+        ct = require("coremltools", self.extra)
+        try:
+            with quiet():
+                spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+        except Exception as exc:  # coremltools raises several types for a damaged package
+            raise EdgekitError(f"{path} is not a loadable Core ML package: {str(exc).splitlines()[0][:200]}") from None
+        desc = spec.description
+        return ArtifactInfo(
+            inputs=[_feature_info(f) for f in desc.input],
+            outputs=[_feature_info(f) for f in desc.output],
+            op_histogram=_op_histogram(spec),
+            metadata=dict(desc.metadata.userDefined),
+        )
+
+    def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
+        if sys.platform != "darwin":
+            return RunnerUnavailable(NOT_ON_MACOS)
+        ct = require("coremltools", self.extra)
+        model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        spec = model.get_spec().description
+        in_names = [f.name for f in spec.input]
+        out_names = [f.name for f in spec.output]
+
+        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+            result = model.predict(dict(zip(in_names, inputs)))
+            return [np.asarray(result[n]) for n in out_names]
+
+        return run
+
+
+def _feature_info(feature) -> TensorInfo:
+    array = feature.type.multiArrayType
+    return TensorInfo(feature.name, tuple(int(d) for d in array.shape), _DTYPES.get(array.dataType, str(array.dataType)))
+
+
+def _op_histogram(spec) -> dict[str, int]:
+    ops: Counter[str] = Counter()
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            ops.update(op.type for op in block.operations)
+    return dict(ops)

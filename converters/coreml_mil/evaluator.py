@@ -1,0 +1,236 @@
+"""Load a saved ML program and run it op by op in NumPy.
+
+Each op gets, in this order: a NumPy kernel registered with ``@kernel`` (``kernels.py``,
+``conv.py``, ``constexpr.py``); for a compressed-weight op without one, coremltools'
+``materialized_val_inference``; otherwise coremltools' own ``value_inference`` (the
+semantics coremltools uses to fold constants), run on a copy of the op whose inputs carry
+the runtime values. An op with none of these stops the plan with "cannot evaluate op".
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgekit.converters.coreml_mil import constexpr, conv, kernels  # noqa: F401  (register kernels)
+from edgekit.converters.coreml_mil.precision import (
+    VarSpec,
+    function_precision,
+    round_to_declared,
+    to_compute,
+    to_declared,
+    var_spec,
+)
+from edgekit.converters.coreml_mil.registry import MilEvaluationError, find_kernel
+from edgekit.errors import require
+
+Ref = str | tuple[str, ...]  # the name(s) of the variable(s) an op input reads
+
+
+def load_program(source: str | Path | Any) -> Any:
+    """The MIL program of a saved ``.mlpackage`` (a path or an ``MLModel``); a program passes through."""
+    if hasattr(source, "functions"):
+        return source
+    ct = require("coremltools", "coreml")
+    from coremltools.converters.mil.frontend.milproto import load as milproto
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_dir():
+            raise MilEvaluationError(f"{path} is not an .mlpackage directory; save the model with MLModel.save('model.mlpackage')")
+        source = ct.models.MLModel(str(path), skip_model_load=True)
+    spec = source.get_spec()
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise MilEvaluationError(
+            f"the model is a {spec.WhichOneof('Type')} model; only ML programs (convert_to='mlprogram') can be evaluated"
+        )
+    return milproto.load(spec, spec.specificationVersion, source.weights_dir or "")
+
+
+class _Bound:
+    """A program variable carrying a runtime value, for coremltools' ``value_inference``."""
+
+    __slots__ = ("_var", "_value")
+
+    def __init__(self, var: Any, value: Any) -> None:
+        self._var, self._value = var, value
+
+    val = property(lambda self: self._value)
+    sym_val = property(lambda self: self._value)
+    shape = property(lambda self: tuple(np.shape(self._value)))
+    rank = property(lambda self: np.ndim(self._value))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._var, name)
+
+
+def _value_inference(op: Any, a: dict[str, Any]) -> Any:
+    """Run coremltools' ``value_inference`` of ``op`` on a copy whose inputs hold ``a``."""
+    shadow = copy.copy(op)
+    shadow._input_vars = dict(op._input_vars)
+    for name, var in op.inputs.items():
+        if isinstance(var, (tuple, list)):
+            bound: Any = tuple(_Bound(v, x) for v, x in zip(var, a[name]))
+        else:
+            bound = _Bound(var, a[name])
+        shadow._input_vars[name] = bound
+        setattr(shadow, name, bound)
+    result = shadow.value_inference()
+    if result is None:
+        raise MilEvaluationError(f"cannot evaluate op {op.op_type} ({op.name}): value_inference returned nothing")
+    return result
+
+
+def _materialize(op: Any, a: dict[str, Any]) -> Any:
+    """coremltools' own decompression of a compressed-weight op (all its inputs are constants)."""
+    return op.materialized_val_inference()
+
+
+def _resolve(op: Any) -> Callable[[Any, dict[str, Any]], Any]:
+    """The kernel that evaluates ``op``, or a MilEvaluationError saying why there is none."""
+    from coremltools.converters.mil.mil.operation import Operation
+
+    if op.blocks:
+        raise MilEvaluationError(f"cannot evaluate op {op.op_type} ({op.name}): control flow is not supported")
+    fn = find_kernel(op.op_type, op.opset_version)
+    if fn is not None:
+        return fn
+    if op.op_type.startswith("constexpr_") and hasattr(op, "materialized_val_inference"):
+        return _materialize
+    if type(op).value_inference is not Operation.value_inference:
+        return _value_inference
+    raise MilEvaluationError(
+        f"cannot evaluate op {op.op_type} ({op.name}): no NumPy kernel and no coremltools value_inference; "
+        f"register one with @kernel({op.op_type!r}) in edgekit.converters.coreml_mil"
+    )
+
+
+@dataclass
+class _Step:
+    """One op of the plan: its kernel, where each input comes from, what each output must be."""
+
+    op: Any
+    fn: Callable[[Any, dict[str, Any]], Any]
+    args: list[tuple[str, Ref]]
+    outs: list[VarSpec]
+
+    def run(self, env: dict[str, Any]) -> None:
+        a = {name: env[ref] if isinstance(ref, str) else tuple(env[r] for r in ref) for name, ref in self.args}
+        try:
+            result = self.fn(self.op, a)
+        except MilEvaluationError:
+            raise
+        except Exception as exc:  # a kernel bug or an unsupported attribute: name the op
+            raise MilEvaluationError(f"cannot evaluate op {self.op.op_type} ({self.op.name}): {type(exc).__name__}: {exc}") from exc
+        results = (result,) if len(self.outs) == 1 else tuple(result)
+        for spec, value in zip(self.outs, results):
+            value = round_to_declared(value, spec)
+            if spec.kind == "tensor" and not spec.shape_matches(np.shape(value)):
+                raise MilEvaluationError(
+                    f"op {self.op.op_type} ({self.op.name}) produced shape {np.shape(value)}; the program declares {spec.describe()}"
+                )
+            env[spec.name] = value
+
+
+class MilEvaluator:
+    """A reusable plan for one function of a MIL program: weights decoded once, ops in order.
+
+    ``emulate_fp16=False`` evaluates an fp16 program with fp32 activations (the weights
+    keep their fp16 values), which separates fp16 rounding from conversion errors.
+    """
+
+    def __init__(self, program: Any, function_name: str = "main", *, emulate_fp16: bool = True) -> None:
+        program = load_program(program)
+        if function_name not in program.functions:
+            names = ", ".join(sorted(program.functions))
+            raise MilEvaluationError(f"the program has no function {function_name!r}; it has: {names}")
+        self.function = program.functions[function_name]
+        self.function_name = function_name
+        self.emulate_fp16 = emulate_fp16
+        self.precision = function_precision(self.function)
+        self.inputs = {name: self._spec(var) for name, var in self.function.inputs.items()}
+        self.outputs = [self._spec(var) for var in self.function.outputs]
+        self._consts: dict[str, Any] = {}
+        self._const_vars: dict[str, Any] = {}  # name -> Var, for declared dtypes
+        self._steps: list[_Step] = []
+        self._plan()
+
+    def _spec(self, var: Any) -> VarSpec:
+        spec = var_spec(var)
+        return spec if self.emulate_fp16 or not spec.is_fp16 else replace(spec, dtype=np.dtype(np.float32))
+
+    def _plan(self) -> None:
+        """Resolve every op's kernel and fold the ops whose inputs are all constants."""
+        for op in self.function.operations:
+            if op.op_type == "const":
+                self._consts[op.outputs[0].name] = to_compute(op.outputs[0].val)
+                self._const_vars[op.outputs[0].name] = op.outputs[0]
+                continue
+            args: list[tuple[str, Ref]] = []
+            for name, var in op.inputs.items():
+                args.append((name, tuple(v.name for v in var) if isinstance(var, (tuple, list)) else var.name))
+            step = _Step(op, _resolve(op), args, [self._spec(v) for v in op.outputs])
+            refs = [r for _, ref in args for r in ((ref,) if isinstance(ref, str) else ref)]
+            if all(r in self._consts for r in refs):
+                step.run(self._consts)  # constant: weights decompression, shape arithmetic
+                self._const_vars.update((v.name, v) for v in op.outputs)
+            else:
+                self._steps.append(step)
+
+    def _prepare(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Check names and shapes of the user's inputs and cast them to the declared dtypes."""
+        expected = ", ".join(s.describe() for s in self.inputs.values())
+        missing, extra = set(self.inputs) - set(inputs), set(inputs) - set(self.inputs)
+        if missing or extra:
+            raise MilEvaluationError(f"inputs {sorted(missing)} missing, {sorted(extra)} unknown; the program takes: {expected}")
+        env = dict(self._consts)
+        for name, spec in self.inputs.items():
+            value = np.asarray(inputs[name])
+            if not spec.shape_matches(value.shape):
+                raise MilEvaluationError(
+                    f"input {name!r} has shape {value.shape}; the program takes {spec.describe()} "
+                    "(evaluate one sample at a time, or convert with a flexible dimension such as ct.RangeDim)"
+                )
+            env[name] = round_to_declared(value, spec)
+        return env
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Evaluate the function; outputs are keyed by name, in their declared dtype."""
+        env = self._prepare(inputs)
+        for step in self._steps:
+            step.run(env)
+        return {spec.name: to_declared(env[spec.name], spec) for spec in self.outputs}
+
+    __call__ = run
+
+    def run_list(self, arrays: Sequence[Any]) -> list[np.ndarray]:
+        """Positional form: inputs and outputs in the program's order (a parity ``Runner``)."""
+        if len(arrays) != len(self.inputs):
+            raise MilEvaluationError(f"got {len(arrays)} inputs; the program takes {len(self.inputs)}: {', '.join(self.inputs)}")
+        outputs = self.run(dict(zip(self.inputs, arrays)))
+        return [outputs[spec.name] for spec in self.outputs]
+
+    def constant(self, name: str) -> np.ndarray:
+        """A constant of the plan in its declared dtype: a weight (decompressed) or a folded value."""
+        if name not in self._consts:
+            raise MilEvaluationError(f"{name!r} is not a constant of function {self.function_name!r}")
+        value = self._consts[name]
+        declared = var_spec(self._const_vars[name])
+        return to_declared(value, declared)
+
+    def op_counts(self) -> dict[str, int]:
+        """How many ops of each type run per evaluation (constants folded away)."""
+        counts: dict[str, int] = {}
+        for step in self._steps:
+            counts[step.op.op_type] = counts.get(step.op.op_type, 0) + 1
+        return counts
+
+
+def evaluate(program: Any, inputs: Mapping[str, Any], *, function_name: str = "main",
+             emulate_fp16: bool = True) -> dict[str, np.ndarray]:
+    """Run ``function_name`` of ``program`` (a program, an MLModel or an .mlpackage path) on ``inputs``."""
+    return MilEvaluator(program, function_name, emulate_fp16=emulate_fp16).run(inputs)

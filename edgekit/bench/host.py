@@ -1,0 +1,56 @@
+"""Host benchmarks: each artifact in its own runtime, beside PyTorch eager, at a fixed thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.artifact import FAILED, Manifest
+from edgekit.bench.result import BenchResult
+from edgekit.bench.stats import time_calls
+from edgekit.converters import CONVERTERS, RunnerUnavailable
+from edgekit.errors import EdgekitError
+
+
+def bench_torch(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int, warmup: int, runs: int) -> BenchResult:
+    """PyTorch eager latency, batch 1, inference mode."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        module.eval()
+        with torch.inference_mode():
+            stats = time_calls(lambda: module(*inputs), warmup=warmup, runs=runs, threads=threads)
+    finally:
+        torch.set_num_threads(previous)
+    return BenchResult("pytorch", "pytorch", "torch-eager", "host", stats)
+
+
+def bench_artifact(fmt: str, path: Path, inputs: list[np.ndarray], *, threads: int, warmup: int, runs: int) -> BenchResult:
+    """Latency of one artifact in the runtime its converter names; "not run" where it cannot run here."""
+    conv = CONVERTERS.get(fmt)
+    result = BenchResult(path.name, fmt, conv.runtime, "host")
+    try:
+        run = conv.runner(path, threads)
+    except EdgekitError as exc:
+        result.status = f"failed: {exc}"
+        return result
+    if isinstance(run, RunnerUnavailable):
+        result.status = f"not run: {run.reason}"
+        return result
+    result.latency = time_calls(lambda: run(inputs), warmup=warmup, runs=runs, threads=threads)
+    return result
+
+
+def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, threads: int, warmup: int, runs: int) -> list[BenchResult]:
+    """Benchmark every kept artifact of a bundle."""
+    results = []
+    for entry in manifest.artifacts:
+        if entry.status == FAILED or not entry.file:
+            results.append(BenchResult(entry.file or entry.format, entry.format, entry.runtime, "host",
+                                       status=f"failed: {entry.error}"))
+            continue
+        results.append(bench_artifact(entry.format, bundle / entry.file, inputs,
+                                      threads=threads, warmup=warmup, runs=runs))
+    return results

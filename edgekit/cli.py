@@ -1,0 +1,54 @@
+"""The `edgekit` command line: parses arguments, calls library functions, prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgekit import __version__
+from edgekit.commands import COMMANDS
+from edgekit.errors import EdgekitError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgekit",
+        description="Train, adapt, quantize, convert, verify and benchmark models for phones.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        cmd = COMMANDS.get(name)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("edgekit: interrupted", file=sys.stderr)
+        return 130
+    except EdgekitError as exc:
+        if args.debug:
+            raise
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary turns crashes into one line
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"edgekit: error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

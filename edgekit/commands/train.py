@@ -1,0 +1,31 @@
+"""`edgekit train RECIPE`: train a recipe's model and save a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgekit.commands.base import command
+from edgekit.commands.output import add_json_flag, print_json
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe .toml path or bundled recipe name (see `edgekit list recipes`)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
+    add_json_flag(p)
+
+
+@command("train", "train a recipe's model; writes OUT/checkpoint (safetensors + meta.json)", configure)
+def run(args: argparse.Namespace) -> int:
+    from edgekit.recipe import load_recipe
+    from edgekit.train import train_recipe
+
+    recipe = load_recipe(args.recipe)
+    path, result = train_recipe(recipe, args.out or Path("runs") / recipe.name)
+    if args.json:
+        print_json({"checkpoint": str(path), "metrics": result.metrics})
+    else:
+        m = result.metrics
+        print(f"checkpoint: {path}\ntest accuracy {m['test_accuracy']:.2%} (val {m['val_accuracy']:.2%}), "
+              f"{m['epochs']} epochs in {m['train_seconds']:.1f} s")
+    return 0

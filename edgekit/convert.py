@@ -1,0 +1,139 @@
+"""Convert a model to each requested format, verify every artifact, and write the bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifact import EXPORTED, FAILED, VERIFIED, ArtifactEntry, Manifest, artifact_metadata, load_manifest
+from edgekit.converters import CONVERTERS, Converter, ModelSource, RunnerUnavailable
+from edgekit.errors import EdgekitError
+from edgekit.io import atomic_output, sha256_path, size_bytes
+from edgekit.progress import progress_bar
+from edgekit.verify import ReferenceData, compare, tolerance_for
+from edgekit.versions import tool_versions
+
+GOLDEN = "golden.npz"  # a few reference inputs/outputs for apps' own tests and `edgekit verify`
+GOLDEN_SAMPLES = 16
+
+
+class VerificationFailed(EdgekitError):
+    """An artifact ran but disagreed with PyTorch beyond the tolerance."""
+
+
+def convert_model(
+    source: ModelSource, formats: list[str], bundle: str | Path, reference: ReferenceData,
+    *, precision: str = "fp32", threads: int = 2,
+) -> Manifest:
+    """Export ``source`` to each format into ``bundle``; only verified (or honestly unverifiable)
+    artifacts are kept, and the manifest records every outcome."""
+    converters = [CONVERTERS.get(fmt) for fmt in formats]
+    for conv in converters:
+        conv.check_precision(precision)
+    tolerance_for(precision)
+    bundle = Path(bundle)
+    manifest = _manifest_for(source, bundle)
+    entries = []
+    with progress_bar("converting", total=len(converters)) as bar:
+        for conv in converters:
+            bar.note(conv.name)
+            entries.append(convert_one(conv, source, bundle, manifest, reference, precision, threads))
+            bar.advance()
+    manifest.merge(entries)
+    manifest.save(bundle)
+    write_golden(bundle, reference)
+    return manifest
+
+
+def _manifest_for(source: ModelSource, bundle: Path) -> Manifest:
+    """The bundle's existing manifest if it is for the same source, else a new one."""
+    fresh = Manifest(
+        name=source.name,
+        source={"kind": source.kind, "path": source.origin, "sha256": source.sha256},
+        labels=source.labels, preprocessing=source.preprocessing, tools=tool_versions(),
+    )
+    try:
+        old = load_manifest(bundle)
+    except EdgekitError:
+        return fresh
+    if old.source.get("sha256") != source.sha256:
+        return fresh
+    fresh.artifacts = old.artifacts
+    return fresh
+
+
+def convert_one(
+    conv: Converter, source: ModelSource, bundle: Path, manifest: Manifest, reference: ReferenceData,
+    precision: str, threads: int,
+) -> ArtifactEntry:
+    """Export, inspect and verify one format; the file appears in the bundle only if all went well."""
+    name = conv.artifact_name(source.name, precision)
+    entry = ArtifactEntry(format=conv.name, precision=precision, status=FAILED, runtime=conv.runtime)
+    io_spec = _io_spec(source, reference)
+    metadata = artifact_metadata(manifest, conv.name, precision, *io_spec)
+    try:
+        with atomic_output(bundle / name) as staged:
+            conv.export(source, staged, precision, metadata)
+            info = conv.inspect(staged)
+            _check_io(conv.name, info, source)
+            entry.inputs = [t.to_dict() for t in info.inputs]
+            entry.outputs = [t.to_dict() for t in info.outputs]
+            entry.op_histogram = info.op_histogram
+            entry.verification = verify_artifact(conv, staged, reference, precision, threads)
+            if entry.verification["status"] == "failed":
+                raise VerificationFailed(_failure_text(conv.name, entry.verification))
+            entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
+    except EdgekitError as exc:
+        entry.error = str(exc)
+        return entry
+    entry.file = name
+    entry.status = VERIFIED if entry.verification["status"] == "passed" else EXPORTED
+    return entry
+
+
+def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, precision: str, threads: int) -> dict[str, Any]:
+    """Run the artifact in its runtime on the reference inputs and compare with PyTorch."""
+    run = conv.runner(path, threads)
+    if isinstance(run, RunnerUnavailable):
+        return {"status": f"not run: {run.reason}", "method": conv.runtime, "loads": True}
+    return compare(run, reference, tolerance_for(precision), method=conv.runtime)
+
+
+def _failure_text(fmt: str, v: dict[str, Any]) -> str:
+    tol = v["tolerance"]
+    return (f"{fmt} artifact disagrees with PyTorch: max |Δ| {v['max_abs_diff']:.3g} "
+            f"(allowed {tol['max_abs_diff']:.3g}), top-1 agreement {v['top1_agreement']:.2%} "
+            f"(required {tol['min_top1_agreement']:.2%})")
+
+
+def _io_spec(source: ModelSource, reference: ReferenceData) -> tuple[list[dict], list[dict]]:
+    inputs = [{"name": n, "shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")}
+              for n, x in zip(source.input_names, source.example_inputs)]
+    first = reference.outputs[0] if len(reference) else []
+    outputs = [{"name": n, "shape": list(o.shape), "dtype": o.dtype.name} for n, o in zip(source.output_names, first)]
+    return inputs, outputs
+
+
+def _check_io(fmt: str, info, source: ModelSource) -> None:
+    """The artifact must take the model's inputs: same count and shapes (names may be mangled)."""
+    want = [tuple(x.shape) for x in source.example_inputs]
+    got = [tuple(t.shape) for t in info.inputs]
+    if got != want:
+        raise EdgekitError(f"{fmt} artifact has input shapes {got}; the model takes {want}")
+
+
+def write_golden(bundle: Path, reference: ReferenceData) -> None:
+    """Save the first few reference inputs and PyTorch outputs as ``golden.npz`` (no pickles)."""
+    n = min(GOLDEN_SAMPLES, len(reference))
+    arrays: dict[str, np.ndarray] = {}
+    for k in range(len(reference.inputs[0]) if n else 0):
+        arrays[f"input_{k}"] = np.stack([reference.inputs[i][k][0] for i in range(n)])
+    for k in range(len(reference.outputs[0]) if n else 0):
+        arrays[f"output_{k}"] = np.stack([reference.outputs[i][k][0] for i in range(n)])
+    if reference.labels is not None and n:
+        arrays["labels"] = np.asarray(reference.labels[:n])
+    with atomic_output(bundle / GOLDEN) as staged:
+        with open(staged, "wb") as f:
+            np.savez(f, **arrays)

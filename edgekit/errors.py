@@ -1,0 +1,35 @@
+"""User-facing errors: one line that names what was wrong and what would be right."""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """An error caused by the user's input or environment; the CLI prints it as one line."""
+
+
+class MissingExtraError(EdgekitError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install it with: pip install -c constraints.txt -e '.[{extra}]'"
+        )
+
+
+class UnsupportedOpError(EdgekitError):
+    """A converter cannot lower an operator of the model."""
+
+    def __init__(self, op: str, fmt: str, detail: str = "") -> None:
+        self.op, self.fmt = op, fmt
+        tail = f" ({detail})" if detail else ""
+        super().__init__(f"the {fmt} converter cannot handle operator {op}{tail}")
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise an error naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(module.split(".")[0], extra) from exc

@@ -1,0 +1,64 @@
+"""What every edgekit model exposes: its config, its example inputs and its I/O names."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edgekit.config import dataclass_from_dict
+from edgekit.registry import Registry
+
+
+class EdgeModel(nn.Module):
+    """Base class of edgekit models. Subclasses set ``Config`` and implement ``forward``."""
+
+    family_name: str = ""  # set by @register_family
+    input_names: tuple[str, ...] = ("input",)
+    output_names: tuple[str, ...] = ("logits",)
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Inputs of the right shape and dtype for tracing and export."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A registered model family: its config class and its constructor."""
+
+    name: str
+    config_cls: type
+    build: Callable[[Any], EdgeModel]
+    summary: str
+
+
+FAMILIES: Registry[Family] = Registry("model family")
+
+
+def register_family(name: str, config_cls: type, summary: str) -> Callable[[type], type]:
+    """Class decorator: register a model class under ``name`` with its config dataclass."""
+
+    def add(model_cls: type) -> type:
+        model_cls.family_name = name
+        FAMILIES.register(name)(Family(name, config_cls, model_cls, summary))
+        return model_cls
+
+    return add
+
+
+def create_model(family: str, config: dict[str, Any] | None = None) -> EdgeModel:
+    """Build a model of a registered family from a plain dict of config values."""
+    fam = FAMILIES.get(family)
+    cfg = dataclass_from_dict(fam.config_cls, config or {}, "model")
+    return fam.build(cfg)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,135 @@
+"""Declarative training recipes (TOML), validated on load."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgekit.config import check_kwargs, check_options, dataclass_from_dict
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 30  # passes over the training split
+    batch_size: int = 64
+    lr: float = 3e-3  # peak learning rate (AdamW, one-cycle cosine schedule)
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    augment: str = "none"  # a registered augmentation: see `edgekit list augmentations`
+    threads: int = 2  # torch intra-op threads while training
+    max_seconds: float = 0.0  # stop early after this wall time (0 = no limit)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    formats: tuple = ("onnx", "tflite", "coreml")  # registered converter names
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    threads: int = 2  # fixed intra-op thread count in every runtime
+    warmup: int = 20  # untimed runs before timing
+    runs: int = 200  # timed runs
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    data: dict[str, Any]  # {"source": registered dataset, **its options}
+    model: dict[str, Any]  # {"family": registered family, **its config}
+    seed: int = 0
+    description: str = ""
+    train: TrainSpec = field(default_factory=TrainSpec)
+    export: ExportSpec = field(default_factory=ExportSpec)
+    bench: BenchSpec = field(default_factory=BenchSpec)
+    path: str = ""  # where it was loaded from
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def data_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if k != "source"} | {"seed": self.seed}
+
+    def model_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k != "family"}
+
+
+_TOP_LEVEL = {"name": "", "description": "", "seed": 0, "data": {}, "model": {},
+              "train": {}, "export": {}, "bench": {}}
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """A path to a TOML file, or the name of a recipe shipped with edgekit (``cnn_digits``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = resources.files("edgekit.recipes").joinpath(f"{path.stem}.toml")
+    if path.suffix in ("", ".toml") and bundled.is_file():
+        return Path(str(bundled))
+    raise EdgekitError(
+        f"recipe {str(name_or_path)!r} not found; give a .toml path or one of: {', '.join(bundled_recipes())}"
+    )
+
+
+def bundled_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("edgekit.recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Parse and validate a recipe; every mistake names the key, the value and what is allowed."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgekitError(f"{path}: not valid TOML: {exc}") from None
+    raw = check_options(raw, _TOP_LEVEL, str(path))
+    for section in ("data", "model"):
+        if section not in raw:
+            raise EdgekitError(f"{path}: missing the [{section}] table")
+    recipe = Recipe(
+        name=raw.get("name") or path.stem,
+        description=raw.get("description", ""),
+        seed=raw.get("seed", 0),
+        data=dict(raw["data"]),
+        model=dict(raw["model"]),
+        train=dataclass_from_dict(TrainSpec, raw.get("train", {}), f"{path}: train"),
+        export=dataclass_from_dict(ExportSpec, raw.get("export", {}), f"{path}: export"),
+        bench=dataclass_from_dict(BenchSpec, raw.get("bench", {}), f"{path}: bench"),
+        path=str(path),
+    )
+    _check_references(recipe, str(path))
+    return recipe
+
+
+def _check_references(recipe: Recipe, where: str) -> None:
+    """Check the names a recipe refers to: dataset, family, augmentation, formats, precision."""
+    from edgekit.converters import CONVERTERS, PRECISIONS
+    from edgekit.data import DATASETS
+    from edgekit.models import FAMILIES
+    from edgekit.train.augment import AUGMENTATIONS
+
+    source = _required(recipe.data, "source", f"{where}: data", DATASETS.names())
+    check_kwargs(DATASETS.get(source), recipe.data_options(), f"{where}: data")
+    family = _required(recipe.model, "family", f"{where}: model", FAMILIES.names())
+    dataclass_from_dict(FAMILIES.get(family).config_cls, recipe.model_options(), f"{where}: model")
+    _one_of(recipe.train.augment, AUGMENTATIONS.names(), f"{where}: train.augment")
+    for fmt in recipe.export.formats:
+        _one_of(fmt, CONVERTERS.names(), f"{where}: export.formats")
+    _one_of(recipe.export.precision, list(PRECISIONS), f"{where}: export.precision")
+
+
+def _required(table: dict[str, Any], key: str, where: str, options: list[str]) -> str:
+    if key not in table:
+        raise EdgekitError(f"{where}: missing key {key!r}; one of: {', '.join(options)}")
+    _one_of(table[key], options, f"{where}.{key}")
+    return table[key]
+
+
+def _one_of(value: Any, options: list[str], where: str) -> None:
+    if value not in options:
+        raise EdgekitError(f"{where} = {value!r} is not one of: {', '.join(options)}")

@@ -1,0 +1,71 @@
+"""The human-readable report table; columns are declared as data and picked per command."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(spec: str, suffix: str = "") -> Callable[[Any], str]:
+    return lambda v: "—" if v is None else f"{v:{spec}}{suffix}"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _runtime(row: dict[str, Any]) -> str:
+    return row["runtime"] + ("" if row["target"] == "host" else f" @ {row['target']}")
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    cell: Callable[[dict[str, Any]], str]
+    justify: str = "right"
+
+
+COLUMNS = {
+    "mark": Column("", lambda r: r["mark"], "center"),
+    "artifact": Column("artifact", lambda r: r["artifact"], "left"),
+    "runtime": Column("runtime", _runtime, "left"),
+    "size": Column("size", lambda r: _size(r["size_bytes"])),
+    "accuracy": Column("accuracy", lambda r: _fmt(".2%")(r["accuracy"])),
+    "max_abs_diff": Column("max |Δ|", lambda r: _fmt(".1e")(r["max_abs_diff"])),
+    "top1": Column("top-1 agree", lambda r: _fmt(".1%")(r["top1_agreement"])),
+    "median": Column("median ms", lambda r: _fmt(".3f")(r["median_ms"])),
+    "p90": Column("p90 ms", lambda r: _fmt(".3f")(r["p90_ms"])),
+    "runs": Column("runs", lambda r: _fmt("d")(r["runs"])),
+    "speedup": Column("× PyTorch", lambda r: _fmt(".2f", "×")(r["speedup_vs_pytorch"])),
+    "note": Column("note", lambda r: r["note"] or "", "left"),
+}
+REPORT_COLUMNS = ("mark", "artifact", "runtime", "size", "accuracy", "max_abs_diff", "median", "p90", "runs",
+                  "speedup", "note")
+CONVERT_COLUMNS = ("mark", "artifact", "runtime", "size", "accuracy", "max_abs_diff", "top1", "note")
+
+
+def render_table(rows: list[dict[str, Any]], title: str = "", columns: tuple[str, ...] = REPORT_COLUMNS) -> Table:
+    table = Table(title=title or None)
+    for key in columns:
+        table.add_column(COLUMNS[key].title, justify=COLUMNS[key].justify, overflow="fold")  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(COLUMNS[key].cell(row) for key in columns))
+    return table
+
+
+def stdout_console() -> Console:
+    """A console on stdout; wide enough for the table when output goes to a file or a pipe."""
+    width = None if sys.stdout.isatty() else max(160, shutil.get_terminal_size((160, 24)).columns)
+    return Console(width=width)
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "", console: Console | None = None,
+                columns: tuple[str, ...] = REPORT_COLUMNS) -> None:
+    (console or stdout_console()).print(render_table(rows, title, columns))

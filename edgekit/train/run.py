@@ -1,0 +1,32 @@
+"""Recipe → trained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.checkpoint import save_checkpoint
+from edgekit.data import load_dataset
+from edgekit.models import create_model
+from edgekit.recipe import Recipe
+from edgekit.train.loop import TrainResult, train_classifier
+from edgekit.versions import tool_versions
+
+
+def train_recipe(recipe: Recipe, out_dir: str | Path) -> tuple[Path, TrainResult]:
+    """Train the recipe's model on its data and save ``out_dir/checkpoint``."""
+    data = load_dataset(recipe.data["source"], **recipe.data_options())
+    model = create_model(recipe.model["family"], recipe.model_options())
+    result = train_classifier(model, data, recipe.train, recipe.seed)
+    meta = {
+        "recipe": recipe.to_dict(),
+        "seed": recipe.seed,
+        "metrics": result.metrics,
+        "labels": data.labels,
+        "preprocessing": data.preprocessing.to_dict(),
+        "input_shape": [1, *data.input_shape],
+        "dataset": {"name": data.name, **data.meta, "sizes": {
+            "train": len(data.train), "val": len(data.val), "test": len(data.test)}},
+        "versions": tool_versions(),
+    }
+    path = save_checkpoint(result.model, Path(out_dir) / "checkpoint", meta)
+    return path, result

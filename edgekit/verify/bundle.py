@@ -1,0 +1,77 @@
+"""`edgekit verify BUNDLE`: check files against the manifest and re-run parity against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifact import FAILED, Manifest, load_manifest
+from edgekit.converters import CONVERTERS
+from edgekit.errors import EdgekitError
+from edgekit.io import sha256_path
+from edgekit.verify.parity import ReferenceData
+
+
+def reference_for_bundle(bundle: Path, manifest: Manifest) -> ReferenceData:
+    """The source model's held-out data when the source is still there unchanged, else golden.npz."""
+    from edgekit.sources import load_source, reference_for
+
+    src = manifest.source
+    path = Path(src.get("path", ""))
+    if path.exists():
+        source = load_source(path)
+        if source.sha256 == src.get("sha256"):
+            return reference_for(source)
+    return golden_reference(bundle)
+
+
+def golden_reference(bundle: Path) -> ReferenceData:
+    from edgekit.convert import GOLDEN
+
+    path = bundle / GOLDEN
+    if not path.is_file():
+        raise EdgekitError(f"cannot verify {bundle}: its source model is gone and it has no {GOLDEN}")
+    with np.load(path, allow_pickle=False) as z:
+        ins = [z[k] for k in sorted(k for k in z.files if k.startswith("input_"))]
+        outs = [z[k] for k in sorted(k for k in z.files if k.startswith("output_"))]
+        labels = z["labels"] if "labels" in z.files else None
+    n = len(ins[0])
+    return ReferenceData([tuple(a[i:i + 1] for a in ins) for i in range(n)],
+                         [[a[i:i + 1] for a in outs] for i in range(n)], labels, f"{GOLDEN} ({n})")
+
+
+def verify_bundle(bundle: str | Path, threads: int = 2) -> tuple[Manifest, list[dict[str, Any]], str]:
+    """Per artifact: file present, sha256 as recorded, metadata embedded, parity within tolerance."""
+    from edgekit.convert import verify_artifact
+
+    bundle = Path(bundle)
+    manifest = load_manifest(bundle)
+    reference = reference_for_bundle(bundle, manifest)
+    results = []
+    for entry in manifest.artifacts:
+        if entry.status == FAILED or not entry.file:
+            results.append({"format": entry.format, "file": entry.file, "status": "failed",
+                            "reason": f"conversion had failed: {entry.error}"})
+            continue
+        results.append(_verify_entry(bundle, entry, reference, threads, verify_artifact))
+    return manifest, results, reference.description
+
+
+def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, verify_artifact) -> dict[str, Any]:
+    path = bundle / entry.file
+    out: dict[str, Any] = {"format": entry.format, "file": entry.file}
+    if not path.exists():
+        return out | {"status": "failed", "reason": f"{entry.file} is missing"}
+    if sha256_path(path) != entry.sha256:
+        return out | {"status": "failed", "reason": f"{entry.file} changed since conversion (sha256 differs)"}
+    conv = CONVERTERS.get(entry.format)
+    try:
+        info = conv.inspect(path)
+        if "edgekit" not in info.metadata:
+            return out | {"status": "failed", "reason": "edgekit metadata is not embedded"}
+        parity = verify_artifact(conv, path, reference, entry.precision, threads)
+    except EdgekitError as exc:
+        return out | {"status": "failed", "reason": str(exc)}
+    return out | {"status": parity["status"], "verification": parity}

@@ -1,0 +1,72 @@
+"""Run an artifact on reference inputs and compare it with PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit.converters.base import Runner
+from edgekit.verify.tolerances import Tolerance
+
+
+@dataclass
+class ReferenceData:
+    """Inputs (one tuple per sample, batch 1) with PyTorch's outputs and, if known, true labels."""
+
+    inputs: list[tuple[np.ndarray, ...]]
+    outputs: list[list[np.ndarray]]
+    labels: np.ndarray | None
+    description: str  # where the inputs came from, e.g. "digits test split (594)"
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+@torch.no_grad()
+def reference_from_model(
+    model: torch.nn.Module, samples: list[tuple[torch.Tensor, ...]], labels: np.ndarray | None, description: str
+) -> ReferenceData:
+    """Run PyTorch once on every sample (batch 1, as exported) and keep its outputs."""
+    model.eval()
+    outputs = []
+    for sample in samples:
+        out = model(*sample)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        outputs.append([o.detach().numpy() for o in outs])
+    inputs = [tuple(t.numpy() for t in sample) for sample in samples]
+    return ReferenceData(inputs, outputs, labels, description)
+
+
+def compare(run: Runner, reference: ReferenceData, tolerance: Tolerance, method: str) -> dict[str, Any]:
+    """Max/mean |Δ| over every output, top-1 agreement on the first output, accuracy if labelled."""
+    max_diff, sum_diff, count, agree, correct = 0.0, 0.0, 0, 0, 0
+    for i, (sample, expected) in enumerate(zip(reference.inputs, reference.outputs)):
+        got = run(list(sample))
+        for g, e in zip(got, expected):
+            diff = np.abs(np.asarray(g, dtype=np.float64) - e)
+            max_diff = max(max_diff, float(diff.max()))
+            sum_diff += float(diff.sum())
+            count += diff.size
+        top = int(np.argmax(got[0]))
+        agree += top == int(np.argmax(expected[0]))
+        if reference.labels is not None:
+            correct += top == int(reference.labels[i])
+    n = len(reference)
+    top1 = agree / n
+    passed = max_diff <= tolerance.max_abs_diff and top1 >= tolerance.min_top1_agreement
+    result = {
+        "status": "passed" if passed else "failed",
+        "method": method,
+        "inputs": n,
+        "input_source": reference.description,
+        "max_abs_diff": max_diff,
+        "mean_abs_diff": sum_diff / max(1, count),
+        "top1_agreement": top1,
+        "tolerance": tolerance.to_dict(),
+    }
+    if reference.labels is not None:
+        result["accuracy"] = correct / n
+    return result
