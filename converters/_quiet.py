@@ -37,14 +37,18 @@ def quiet(enabled: bool = True) -> Iterator[None]:
         warnings.simplefilter("ignore")
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
+        text = os.fdopen(os.dup(sink.fileno()), "w", buffering=1)
         try:
-            yield
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
         except BaseException as exc:
+            text.flush()
             _restore(saved)
             sink.seek(0)
             exc.captured_output = sink.read()[-20000:].decode(errors="replace")  # type: ignore[attr-defined]
             raise
         finally:
+            text.close()
             _restore(saved)
             os.close(saved[0])
             os.close(saved[1])

@@ -26,9 +26,9 @@ class TFLiteConverter(Converter):
     extra = "tflite"
 
     def export(self, source: ModelSource, path: Path, precision: str, metadata: dict[str, Any]) -> None:
-        litert_torch = require("litert_torch", self.extra)
         try:
             with quiet():
+                litert_torch = require("litert_torch", self.extra)
                 litert_torch.convert(source.module, source.example_inputs).export(str(path))
         except Exception as exc:
             op = _first_unlowered_op(source)
@@ -47,7 +47,8 @@ class TFLiteConverter(Converter):
 
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
         interpreter = _load_interpreter(path, threads)
-        interpreter.allocate_tensors()
+        with quiet():
+            interpreter.allocate_tensors()
         ins = [d["index"] for d in interpreter.get_input_details()]
         outs = [d["index"] for d in interpreter.get_output_details()]
 

@@ -35,6 +35,7 @@ class ArtifactEntry:
     op_histogram: dict[str, int] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    compiled_for: str | None = None  # NPU target of an ahead-of-time compiled artifact, e.g. qualcomm:SM8650
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,12 +64,12 @@ class Manifest:
         return path
 
     def entry(self, fmt: str) -> ArtifactEntry | None:
-        return next((a for a in self.artifacts if a.format == fmt), None)
+        return next((a for a in self.artifacts if a.format == fmt and not a.compiled_for), None)
 
     def merge(self, entries: list[ArtifactEntry]) -> None:
         """Replace entries of the same format and precision, keep the others."""
-        keys = {(e.format, e.precision) for e in entries}
-        self.artifacts = [a for a in self.artifacts if (a.format, a.precision) not in keys] + entries
+        keys = {(e.format, e.precision, e.compiled_for) for e in entries}
+        self.artifacts = [a for a in self.artifacts if (a.format, a.precision, a.compiled_for) not in keys] + entries
 
 
 def load_manifest(bundle: str | Path) -> Manifest:

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except EdgekitError as exc:
         if args.debug:
+            _print_captured(exc)
             raise
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return 1
@@ -48,6 +49,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _print_captured(exc: BaseException) -> None:
+    """With --debug, show what a converter library printed before it failed (normally hidden)."""
+    while exc is not None:
+        captured = getattr(exc, "captured_output", None)
+        if captured:
+            print(f"--- output of the failed step ---\n{captured}\n---", file=sys.stderr)
+            return
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

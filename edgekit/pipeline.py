@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import FAILED, Manifest, load_manifest
+from edgekit.artifact import FAILED, Manifest
 from edgekit.bench import bench_bundle, bench_torch
 from edgekit.bench.result import BenchResult
 from edgekit.converters import ModelSource
@@ -37,19 +38,38 @@ class RunOutcome:
 def run_pipeline(recipe: Recipe, out_dir: str | Path) -> RunOutcome:
     """Train, convert to every format of the recipe, verify, benchmark, and write report.json."""
     out = Path(out_dir)
+    clock = _Stopwatch()
     status(f"[bold]1/4 train[/] {recipe.name} → {out / 'checkpoint'}")
     checkpoint, trained = train_recipe(recipe, out)
+    clock.lap("train")
     source = load_source(checkpoint)
     reference = reference_for(source)
     status(f"[bold]2/4 convert + verify[/] {', '.join(recipe.export.formats)} on {reference.description}")
     manifest = convert_model(source, list(recipe.export.formats), out / "bundle", reference,
                              precision=recipe.export.precision, threads=recipe.bench.threads)
+    clock.lap("convert_and_verify")
     status(f"[bold]3/4 bench[/] {recipe.bench.threads} threads, {recipe.bench.warmup} warm-up, {recipe.bench.runs} runs")
     results = bench_everything(source, out / "bundle", manifest, reference, recipe.bench)
+    clock.lap("bench")
     status("[bold]4/4 report[/]")
     return write_report(out, results, manifest, reference, extra={
         "recipe": recipe.to_dict(), "checkpoint": str(checkpoint), "training": trained.metrics,
+        "stage_seconds": clock.laps,
     })
+
+
+class _Stopwatch:
+    """Wall time of each pipeline stage, in seconds."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = self._start = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self.laps["total"] = round(now - self._start, 2)
+        self._last = now
 
 
 def bench_everything(source: ModelSource, bundle: Path, manifest: Manifest, reference: ReferenceData,
@@ -87,6 +107,3 @@ def write_report(out: Path, results: list[BenchResult], manifest: Manifest | Non
     atomic_write_text(path, json.dumps(report, indent=2, default=str))
     return RunOutcome(path, report, rows)
 
-
-def load_bundle_manifest(bundle: str | Path) -> Manifest:
-    return load_manifest(bundle)

@@ -67,13 +67,33 @@ def to_compute(value: Any) -> Any:
     return value
 
 
+def round_fp16(value: Any) -> np.ndarray:
+    """Round to the nearest fp16 value (ties to even), kept as float32.
+
+    NumPy's float16 cast is scalar code (~5 ns an element); torch's is vectorized and
+    rounds the same way (IEEE round-to-nearest-even, overflow to inf, fp16 subnormals),
+    so large tensors go through torch when it is importable.
+    """
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.size >= 4096:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None:
+            if not (arr.flags.c_contiguous and arr.flags.writeable):
+                arr = np.array(arr, dtype=np.float32, order="C")
+            return torch.from_numpy(arr).to(torch.float16).to(torch.float32).numpy()
+    return arr.astype(np.float16).astype(np.float32)
+
+
 def round_to_declared(value: Any, spec: VarSpec) -> Any:
     """Round a kernel result to ``spec``'s dtype and return it in compute form."""
     if spec.kind == "other":
         return value
     arr = np.asarray(value)
     if spec.dtype == np.float16:
-        arr = arr.astype(np.float16).astype(np.float32)
+        arr = arr.astype(np.float16).astype(np.float32) if arr.dtype == np.float64 else round_fp16(arr)
     elif spec.dtype.kind == "f":
         arr = arr.astype(np.float32, copy=False)
     else:

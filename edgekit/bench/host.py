@@ -15,11 +15,10 @@ from edgekit.errors import EdgekitError
 
 
 def bench_torch(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int, warmup: int, runs: int) -> BenchResult:
-    """PyTorch eager latency, batch 1, inference mode."""
+    """PyTorch eager latency of an eval-mode module, batch 1, inference mode."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        module.eval()
         with torch.inference_mode():
             stats = time_calls(lambda: module(*inputs), warmup=warmup, runs=runs, threads=threads)
     finally:
@@ -50,6 +49,11 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
         if entry.status == FAILED or not entry.file:
             results.append(BenchResult(entry.file or entry.format, entry.format, entry.runtime, "host",
                                        status=f"failed: {entry.error}"))
+            continue
+        if entry.compiled_for:
+            results.append(BenchResult(entry.file, entry.format, entry.runtime, "host",
+                                       status=f"not run: compiled for {entry.compiled_for}; bench it on that phone "
+                                              "with --device adb --delegate qnn"))
             continue
         results.append(bench_artifact(entry.format, bundle / entry.file, inputs,
                                       threads=threads, warmup=warmup, runs=runs))

@@ -18,8 +18,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="fixed thread count (default 2)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     p.add_argument("--runs", type=int, default=200, help="timed runs (default 200)")
-    p.add_argument("--out", type=Path, help="also write the rows as JSON to this file")
+    p.add_argument("--out", type=Path, help="also write the report as JSON to this file")
     add_json_flag(p)
+    from edgekit.commands.devices import add_adb_bench_arguments
+
+    add_adb_bench_arguments(p)
 
 
 @command("bench", "time artifacts in their runtimes (host, or a phone over adb)", configure)
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.pipeline import write_report
     from edgekit.report import build_rows
 
-    rows = build_rows(manifest, results)
+    rows = build_rows(manifest, results, unbenched=target.is_dir())
     if args.out:
         write_report(args.out.parent, results, manifest, reference).report_path.replace(args.out)
     show_rows(args, rows, f"bench on {args.device}, {args.threads} threads")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgekit.commands.base import command
@@ -18,6 +19,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="class names: a text file (one per line) or a JSON list")
     p.add_argument("--meta", help="JSON with labels, preprocessing, input_names, output_names (for .pt2)")
     p.add_argument("--threads", type=int, default=2, help="runtime threads while verifying (default 2)")
+    p.add_argument("--npu", metavar="VENDOR:SOC",
+                   help="also compile the TFLite artifact ahead of time for an NPU, e.g. qualcomm:SM8650")
     add_json_flag(p)
 
 
@@ -47,10 +50,17 @@ def run(args: argparse.Namespace) -> int:
     bundle = args.out or default_bundle(args.model)
     manifest = convert_model(source, formats, bundle, reference, precision=args.precision, threads=args.threads)
     entries = [manifest.entry(fmt) for fmt in formats]
+    if args.npu:
+        from edgekit.npu import compile_bundle_for_npu
+
+        entries.append(compile_bundle_for_npu(bundle, manifest, args.npu))
     if args.json:
         print_json({"bundle": str(bundle), "artifacts": [e.to_dict() for e in entries]})
     else:
         rows = [r for r in build_rows(manifest, []) if r["format"] in formats]
         print_table(rows, f"{source.name} → {bundle} (verified on {reference.description})", columns=CONVERT_COLUMNS)
     status(f"bundle: {bundle}")
-    return 0 if all(e.status != "failed" for e in entries) else 1
+    failed = [e for e in entries if e.status == "failed"]
+    for entry in failed:
+        print(f"edgekit: error: {entry.error}", file=sys.stderr)
+    return 1 if failed else 0

@@ -142,16 +142,30 @@ _FAILURES: list[tuple[str, str, str]] = [
      "the storage of device {serial} is full: free space on it (for example under /data/local/tmp) and retry"),
     (r"error: closed|protocol fault|connection reset|Broken pipe", "disconnected",
      "device {serial} disconnected during the command: reconnect it and retry"),
+    (r"remote object '[^']*' does not exist|No such file or directory", "missing_file",
+     "a file that the command needs does not exist on device {serial}"),
     (r"failed to connect|cannot connect|Connection refused", "connect_failed",
      "adb could not connect to {serial}: check the address and that the device listens for adb"),
 ]
 
 
+# Kinds that mean the device itself is unusable (as opposed to one command failing on it).
+DEVICE_GONE = frozenset({"no_device", "unauthorized", "offline", "not_found", "ambiguous", "disconnected",
+                         "timeout", "no_adb", "connect_failed"})
+# Lines that adb itself prints (the rest of the output belongs to the command run on the device).
+_ADB_LINE = re.compile(r"^(adb: |error: |failed to |cannot |\* )", re.MULTILINE)
+
+
 def classify_failure(result: AdbResult, serial: str | None) -> AdbError:
-    """Turn a failed adb command into an AdbError whose message says what to do."""
+    """Turn a failed adb command into an AdbError whose message says what to do.
+
+    Only adb's own lines are matched, so a device command that merely prints "unauthorized" or
+    "No space left" is not mistaken for an adb-level failure.
+    """
     text = result.output
+    own = "\n".join(line for line in text.splitlines() if _ADB_LINE.match(line))
     for pattern, kind, advice in _FAILURES:
-        if re.search(pattern, text, re.IGNORECASE):
+        if re.search(pattern, own, re.IGNORECASE):
             message = advice.format(serial=serial or "(default)")
             break
     else:

@@ -11,7 +11,6 @@ and the raw log.
 from __future__ import annotations
 
 import json
-import math
 import os
 import posixpath
 import re
@@ -95,20 +94,22 @@ class _Session:
     options: AdbBenchOptions
     info: DeviceInfo
     pushed: list = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)  # every device path a push was started for
     extra: dict[str, Any] = field(default_factory=dict)
 
     def remote(self, *parts: str) -> str:
         return posixpath.join(self.options.remote_dir, *parts)
 
     def push(self, files: list[tuple[Path, str]]) -> None:
+        self.targets += [remote for _, remote in files]  # recorded first: a failed push is cleaned up too
         self.pushed += push_files(self.serial, files, timeout=min(self.options.timeout_s, 120.0))
 
     def cleanup(self) -> None:
-        if self.options.keep or not self.pushed:
+        if self.options.keep or not self.targets:
             return
         base = self.options.remote_dir
-        remove_remote(self.serial, [p.remote for p in self.pushed], base=posixpath.dirname(base.rstrip("/")))
-        dirs = sorted({posixpath.dirname(p.remote) for p in self.pushed} | {base}, key=len, reverse=True)
+        remove_remote(self.serial, self.targets, base=base)
+        dirs = sorted({posixpath.dirname(p) for p in self.targets} | {base}, key=len, reverse=True)
         run_shell(self.serial, ["rmdir", *dirs], check=False)  # only empty folders go; kept files stay
 
 
@@ -159,9 +160,10 @@ def _run_on_device(session: _Session, argv: list[str]) -> tuple[str, int, str]:
 # Why a command on the device failed: (exit status or None, pattern or None, explanation). First match wins.
 _RUN_FAILURES: list[tuple[int | None, str | None, str]] = [
     (None, r"Exec format error|not executable: (32|64)-bit ELF|syntax error: unexpected", "{what} cannot run on "
-     "this device: it is built for another CPU architecture (device ABIs: {abis})"),
+     "this device: it is not a valid executable here (built for another CPU architecture, or damaged; device ABIs: "
+     "{abis})"),
     (126, None, "{what} is not executable on the device (exit 126: permission denied; is the storage mounted "
-     "noexec? try another --remote-dir)"),
+     f"noexec? set {REMOTE_DIR_ENV} to a folder on executable storage)"),
     (127, None, "{what} was not found on the device (exit 127)"),
 ]
 
@@ -179,9 +181,10 @@ def explain_failure(what: str, status: int, log: str, abis: str) -> str:
 
 
 def _latency_from_log(stat: dict[str, Any], warmup: int, threads: int) -> LatencyStats:
-    """benchmark_model prints min/avg (and median on newer builds) but never a p90: that stays NaN."""
+    """benchmark_model prints min/avg (and a median on newer builds) but never a p90: those stay None
+    (shown as "—" in the table, null in JSON) rather than a made-up number."""
     median = stat.get("median")
-    return LatencyStats(median_ms=median / 1000 if median is not None else math.nan, p90_ms=math.nan,
+    return LatencyStats(median_ms=median / 1000 if median is not None else None, p90_ms=None,  # type: ignore[arg-type]
                         min_ms=stat["min"] / 1000, mean_ms=stat["avg"] / 1000, runs=int(stat["count"]),
                         warmup=warmup, threads=threads)
 
@@ -190,8 +193,7 @@ def check_coverage(parsed: dict[str, Any], delegate: Delegate) -> dict[str, Any]
     """Coverage of the requested delegate; a delegate that took 0 nodes is an error."""
     cov = delegate_coverage(parsed, delegate.log_names)
     if cov is None:
-        note = ("plain CPU kernels" if delegate.name == "cpu" else
-                "this benchmark_model build did not report how much of the graph the delegate took")
+        note = "this benchmark_model build did not report how much of the graph the delegate took"
         return {"delegate": delegate.name, "percent": None, "execution": "unknown", "note": note}
     if cov["percent"] == 0.0:
         nodes = f" ({cov['delegated_nodes']} of {cov['total_nodes']} nodes)" if cov["total_nodes"] else ""
@@ -212,7 +214,152 @@ def qnn_libraries(qairt_dir: Path, soc: str) -> list[Path]:
                            "(get it from Qualcomm's software center; edgekit never downloads it)")
     version = HEXAGON_BY_SOC.get(soc.upper())
     stub = f"libQnnHtp{version.upper()}Stub.so" if version else "libQnnHtpV*Stub.so"
-    skel_dirs = [qairt_dir / "lib" / f"hexagon-{version}"] if version else sorted((qairt_dir / "lib").glob("hexagon-v*"))
+    lib = qairt_dir / "lib"
+    skel_dirs = [lib / f"hexagon-{version}"] if version else sorted(lib.glob("hexagon-v*"))
     libs = [android / name for name in QNN_ANDROID_LIBS if (android / name).is_file()]
     libs += sorted(android.glob(stub)) + [p for d in skel_dirs for p in sorted((d / "unsigned").glob("*.so"))]
     return libs
+
+
+def _benchmark_binary(options: AdbBenchOptions) -> Path:
+    named = options.benchmark_binary or os.environ.get(BINARY_ENV)
+    if not named:
+        raise EdgekitError(f"name the LiteRT benchmark_model binary built for the device with --benchmark-binary "
+                           f"PATH or {BINARY_ENV}=PATH (edgekit never downloads it; LiteRT publishes prebuilt "
+                           "android_aarch64_benchmark_model binaries, or build it from the LiteRT sources)")
+    path = Path(named).expanduser()
+    if not path.is_file():
+        raise EdgekitError(f"benchmark binary {path} does not exist or is not a file; pass the path of the "
+                           "LiteRT benchmark_model executable")
+    return path.resolve()
+
+
+def _pushed_summary(session: _Session) -> list[dict[str, Any]]:
+    return [{"local": str(p.local), "remote": p.remote, "sha256": p.sha256, "bytes": p.size, "cached": p.cached}
+            for p in session.pushed]
+
+
+def _benchmark_model_run(s: _Session, model: Path, binary: Path, delegate: Delegate) -> BenchResult:
+    o = s.options
+    files = [(binary, s.remote("bin", binary.name)), (model, s.remote("models", model.name))]
+    env: dict[str, str] = {}
+    if delegate.needs_qairt:
+        qnn_dir = s.remote("qnn")
+        files += [(lib, posixpath.join(qnn_dir, lib.name)) for lib in qnn_libraries(Path(o.qairt_dir), s.info.soc)]
+        env = {"LD_LIBRARY_PATH": qnn_dir,
+               "ADSP_LIBRARY_PATH": f"{qnn_dir};/system/lib/rfsa/adsp;/system/vendor/lib/rfsa/adsp;/dsp"}
+    s.push(files)
+    run_shell(s.serial, ["chmod", "755", files[0][1]])
+    flags = [f.format(qnn_dir=s.remote("qnn")) for f in delegate.flags]
+    argv = _command_prefix(s, env) + [
+        files[0][1], f"--graph={files[1][1]}", f"--num_threads={o.threads}", f"--warmup_runs={o.warmup}",
+        "--warmup_min_secs=0", f"--num_runs={o.runs}", "--min_secs=0", *flags]
+    log, status, command = _run_on_device(s, argv)
+    _finish(s)
+    s.extra.update(command=command, device_command=quote_command(argv), raw_log=log, exit_status=status,
+                   pushed=_pushed_summary(s), delegate=delegate.name)
+    if status != 0:
+        raise EdgekitError(explain_failure(f"benchmark_model ({binary.name})", status, log, ", ".join(s.info.abilist)))
+    parsed = parse_benchmark_log(log)
+    s.extra.update(parsed=parsed, coverage=check_coverage(parsed, delegate))
+    if parsed["inference"] is None:
+        raise EdgekitError("benchmark_model exited 0 but printed no inference timings; is it really LiteRT's "
+                           "benchmark_model? Last output:\n" + "\n".join(log.strip().splitlines()[-8:]))
+    warmup = parsed["warmup"]["count"] if parsed["warmup"] else o.warmup
+    latency = _latency_from_log(parsed["inference"], warmup, o.threads)
+    return BenchResult(artifact=model.name, format="tflite", runtime=f"benchmark_model/{delegate.name}",
+                       target=f"adb:{s.serial}", latency=latency, extra=s.extra)
+
+
+def bench_benchmark_model(model: Path, serial: str, options: AdbBenchOptions) -> BenchResult:
+    """Run LiteRT's benchmark_model (named by the user) on the device and parse its log."""
+    binary = _benchmark_binary(options)
+    if model.suffix.lower() != ".tflite":
+        raise EdgekitError(f"benchmark_model runs .tflite models, not {model.name}; use --runner python for ONNX")
+    delegate = DELEGATES.get(options.delegate)
+    if delegate.needs_qairt and options.qairt_dir is None:
+        raise EdgekitError("the qnn delegate needs the Qualcomm AI Runtime SDK: pass --qairt-dir PATH (the "
+                           "unpacked QAIRT folder with lib/aarch64-android/libQnnTFLiteDelegate.so)")
+    session = _start(serial, options)
+    check_binary_abi(binary, session.info.abilist, serial)  # before anything is pushed
+    return _run_with_cleanup(session, lambda s: _benchmark_model_run(s, model, binary, delegate))
+
+
+def _last_json(log: str) -> dict[str, Any] | None:
+    for line in reversed(log.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def _python_run(s: _Session, model: Path) -> BenchResult:
+    o = s.options
+    runner = Path(__file__).with_name("device_runner.py")
+    files = [(runner, s.remote("runner", "edgekit_device_runner.py")), (model, s.remote("models", model.name))]
+    s.push(files)
+    argv = _command_prefix(s, {}) + [o.python, files[0][1], "--model", files[1][1], "--threads", str(o.threads),
+                                     "--warmup", str(o.warmup), "--runs", str(o.runs)]
+    log, status, command = _run_on_device(s, argv)
+    _finish(s)
+    report = _last_json(log)
+    s.extra.update(command=command, device_command=quote_command(argv), raw_log=log, exit_status=status,
+                   pushed=_pushed_summary(s), delegate="cpu")
+    if report and "error" in report:
+        raise EdgekitError(f"the python runner on device {s.serial} could not run {model.name}: {report['error']}")
+    if status != 0 or not report:
+        raise EdgekitError(explain_failure(f"{o.python} (the python runner)", status, log, ", ".join(s.info.abilist)))
+    s.extra.update(runner={k: v for k, v in report.items() if k != "samples_ms"}, samples_ms=report["samples_ms"])
+    latency = LatencyStats.from_samples(report["samples_ms"], warmup=o.warmup, threads=o.threads)
+    fmt = model.suffix.lower().lstrip(".")
+    return BenchResult(artifact=model.name, format=fmt, runtime=report["runtime"], target=f"adb:{s.serial}",
+                       latency=latency, extra=s.extra)
+
+
+def bench_python(model: Path, serial: str, options: AdbBenchOptions) -> BenchResult:
+    """Run the model with the device's Python (LiteRT interpreter or ONNX Runtime): Linux boards, tests."""
+    if model.suffix.lower() not in (".tflite", ".onnx"):
+        raise EdgekitError(f"the python runner runs .tflite and .onnx models, not {model.name}")
+    if DELEGATES.get(options.delegate).name != "cpu":
+        raise EdgekitError(f"the python runner runs on the CPU only; use --runner benchmark_model for the "
+                           f"{options.delegate} delegate")
+    session = _start(serial, options)
+    return _run_with_cleanup(session, lambda s: _python_run(s, model))
+
+
+RUNNERS: Registry[Callable[[Path, str, AdbBenchOptions], BenchResult]] = Registry("adb runner")
+RUNNERS.register("benchmark_model")(bench_benchmark_model)
+RUNNERS.register("python")(bench_python)
+
+
+def parse_adb_target(target: str) -> str | None:
+    """``adb`` -> None (the only device), ``adb:SERIAL`` -> SERIAL; anything else is an error."""
+    kind, _, serial = target.partition(":")
+    if kind != "adb":
+        raise EdgekitError(f"device target {target!r} is not adb or adb:SERIAL")
+    return serial or None
+
+
+def bench_on_adb(artifact_path: str | os.PathLike[str], serial: str | None = None, *,
+                 benchmark_binary: str | os.PathLike[str] | None = None, threads: int = 4, warmup: int = 5,
+                 runs: int = 50, delegate: str = "cpu", cpu_mask: str | None = None,
+                 qairt_dir: str | os.PathLike[str] | None = None, keep: bool = False,
+                 runner: str = "benchmark_model", python: str = "python3", remote_dir: str | None = None,
+                 timeout_s: float = 600.0) -> BenchResult:
+    """Benchmark one .tflite (or, with runner="python", .onnx) model on an adb device.
+
+    Raises EdgekitError with a clear message for: no/unauthorized/disconnected device, full
+    storage, a missing, non-executable or wrong-ABI binary, and a delegate that took 0 nodes.
+    """
+    model = Path(artifact_path).expanduser()
+    if not model.is_file():
+        raise EdgekitError(f"model {model} does not exist; pass the path of a .tflite (or .onnx) artifact")
+    options = AdbBenchOptions(
+        benchmark_binary=Path(benchmark_binary) if benchmark_binary else None, threads=threads, warmup=warmup,
+        runs=runs, delegate=delegate, cpu_mask=cpu_mask, qairt_dir=Path(qairt_dir) if qairt_dir else None,
+        keep=keep, python=python, remote_dir=remote_dir or os.environ.get(REMOTE_DIR_ENV) or DEFAULT_REMOTE_DIR,
+        timeout_s=timeout_s)
+    run = RUNNERS.get(runner)
+    return run(model.resolve(), resolve_serial(serial), options)

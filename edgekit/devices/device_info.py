@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from edgekit.devices.adb import AdbError, list_serials, run_shell
+from edgekit.devices.adb import DEVICE_GONE, AdbError, list_serials, run_shell
 
 _PROP_LINE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
 # Where each fact lives; the first non-empty property wins (ro.soc.* exists from Android 12 on).
@@ -134,7 +134,7 @@ def _first_that_works(readers: list[Reader], serial: str, timeout: float, what: 
         try:
             return reader(serial, timeout)
         except AdbError as exc:
-            if exc.kind not in ("command_failed",):
+            if exc.kind in DEVICE_GONE:
                 raise  # the device itself is gone: that is not "no thermal data"
             reasons.append(f"{reader.__name__.strip('_')}: {exc.output.strip()[:120] or 'failed'}")
         except ValueError as exc:

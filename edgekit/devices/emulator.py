@@ -7,6 +7,9 @@ as ``sh -c`` on this machine inside a sandbox folder that stands in for /data/lo
 is rewritten both ways); ``getprop`` and ``dumpsys`` answer from tables. Faults (unauthorized,
 disconnect mid-run, full disk, noexec storage) are switched on by constructor arguments.
 
+For tests only: it runs every shell command it receives on this machine, so it listens on
+127.0.0.1 and nowhere else. Usually used through ``edgekit.devices.testing.connected_device``:
+
     with EmulatedDevice(props={"ro.soc.model": "SM8650"}) as dev:
         run_adb(["connect", dev.serial])
 """
@@ -19,12 +22,12 @@ import platform
 import shutil
 import signal
 import socket
-import stat
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 A_CNXN, A_AUTH, A_OPEN, A_OKAY = 0x4E584E43, 0x48545541, 0x4E45504F, 0x59414B4F
@@ -81,12 +84,13 @@ class _Stream:
         self.inbox: list[bytes | None] = []
         self.cond = threading.Condition()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, okay_timeout: float = 60.0) -> None:
         step = self.conn.max_payload
         for start in range(0, len(data), step):
+            deadline = time.monotonic() + okay_timeout
             while not self.ready.wait(0.2):
-                if self.closed or self.conn.dead:
-                    raise _Closed("stream closed")
+                if self.closed or self.conn.dead or time.monotonic() > deadline:
+                    raise _Closed("stream closed (or the host stopped acknowledging)")
             if self.closed:
                 raise _Closed("stream closed")
             self.ready.clear()
@@ -106,8 +110,9 @@ class _Stream:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.conn.send(_packet(A_CLSE, self.local, self.remote))
             self.conn.streams.pop(self.local, None)
+            self.deliver(None)  # wake a thread still waiting to read from this stream
+            self.conn.send(_packet(A_CLSE, self.local, self.remote))
 
 
 class _Reader:
@@ -170,17 +175,20 @@ class _Connection:
         self.sock.close()
 
     def _dispatch(self, cmd: int, arg0: int, arg1: int, data: bytes) -> None:
-        if cmd == A_CNXN:
-            self.max_payload = max(4096, min(arg1 or MAX_PAYLOAD, MAX_PAYLOAD))
-            self._greet()
-        elif cmd == A_AUTH:
-            self._auth(arg0)
-        elif cmd == A_OPEN:
-            self._open(arg0, data.rstrip(b"\0").decode("utf-8", "replace"))
-        elif cmd in (A_OKAY, A_WRTE, A_CLSE):
-            self._stream_packet(cmd, arg1, data)
+        handlers = {
+            A_CNXN: lambda: self._greet(arg1),
+            A_AUTH: lambda: self._auth(arg0),
+            A_OPEN: lambda: self._open(arg0, data.rstrip(b"\0").decode("utf-8", "replace")),
+            A_OKAY: lambda: self._stream_packet(cmd, arg1, data),
+            A_WRTE: lambda: self._stream_packet(cmd, arg1, data),
+            A_CLSE: lambda: self._stream_packet(cmd, arg1, data),
+        }
+        handler = handlers.get(cmd)
+        if handler is not None:  # others (STLS, SYNC) are not spoken by this device: ignored
+            handler()
 
-    def _greet(self) -> None:
+    def _greet(self, host_max_payload: int) -> None:
+        self.max_payload = max(4096, min(host_max_payload or MAX_PAYLOAD, MAX_PAYLOAD))
         if self.device.auth in ("reject", "accept"):
             self.send(_packet(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
         else:
@@ -341,8 +349,10 @@ class EmulatedDevice:
 
     def shell_env(self) -> dict[str, str]:
         path = f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
-        return {"PATH": path, "HOME": str(self.sandbox), "TMPDIR": str(self.sandbox),
-                "LANG": "C.UTF-8", "EDGEKIT_EMULATED_DEVICE": "1"}
+        home = self.root / "home"  # not the sandbox: tools' caches must not look like pushed files
+        home.mkdir(exist_ok=True)
+        return {"PATH": path, "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8",
+                "EDGEKIT_EMULATED_DEVICE": "1"}
 
     def track(self, proc: subprocess.Popen, running: bool) -> None:
         (self._procs.add if running else self._procs.discard)(proc)
@@ -381,4 +391,4 @@ def file_mode(path: Path) -> int:
         return 0
 
 
-__all__ = ["EmulatedDevice", "DEVICE_TMP", "FEATURES", "file_mode", "stat"]
+__all__ = ["EmulatedDevice", "DEVICE_TMP", "FEATURES", "file_mode"]

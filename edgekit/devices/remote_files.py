@@ -62,10 +62,16 @@ def remote_sha256(serial: str, paths: Sequence[str], timeout: float = 60.0) -> d
 
 
 def free_bytes(serial: str, path: str, timeout: float = 15.0) -> int | None:
-    """Free space where ``path`` lives (``df -k``), or None when df cannot tell."""
-    out = run_shell(serial, ["df", "-k", path], timeout=timeout, check=False).stdout.strip().splitlines()
-    fields = out[-1].split() if len(out) >= 2 else []
-    return int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
+    """Free space where ``path`` would live (``df -k`` on it or its nearest existing parent), or None."""
+    candidates = [path]
+    while candidates[-1] not in ("/", ""):
+        candidates.append(posixpath.dirname(candidates[-1]))
+    out = run_shell(serial, ["df", "-k", *candidates], timeout=timeout, check=False).stdout
+    for line in out.splitlines()[1:]:  # rows follow the argument order; missing paths have none
+        fields = line.split()
+        if len(fields) >= 4 and fields[3].isdigit():
+            return int(fields[3]) * 1024
+    return None
 
 
 def make_dirs(serial: str, dirs: Sequence[str], timeout: float = 15.0) -> None:
@@ -102,7 +108,7 @@ def _check_space(serial: str, todo: list, timeout: float) -> None:
     need = sum(item[3] for item in todo)
     if not need:
         return
-    free = free_bytes(serial, posixpath.dirname(todo[0][1].rstrip("/")) or "/", timeout)
+    free = free_bytes(serial, posixpath.dirname(todo[0][1]), timeout)
     if free is not None and free < need:
         raise AdbError(f"the storage of device {serial} is full: {need / 1e6:.1f} MB must be pushed but only "
                        f"{free / 1e6:.1f} MB are free; free space on the device and retry", kind="disk_full")

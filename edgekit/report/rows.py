@@ -10,8 +10,11 @@ from edgekit.bench.result import BenchResult
 STATUS_MARK = {VERIFIED: "✅", EXPORTED: "❎", FAILED: "❌"}
 
 
-def build_rows(manifest: Manifest | None, results: list[BenchResult], torch_accuracy: float | None = None) -> list[dict[str, Any]]:
-    """Rows for the table and report.json; speed-up is relative to the PyTorch eager row."""
+def build_rows(manifest: Manifest | None, results: list[BenchResult], torch_accuracy: float | None = None,
+               *, unbenched: bool = True) -> list[dict[str, Any]]:
+    """Rows for the table and report.json; speed-up is relative to the PyTorch eager row.
+
+    With ``unbenched``, manifest artifacts without a benchmark result get a row too."""
     baseline = next((r for r in results if r.format == "pytorch" and r.latency), None)
     entries = {e.file: e for e in manifest.artifacts} if manifest else {}
     rows = []
@@ -19,7 +22,7 @@ def build_rows(manifest: Manifest | None, results: list[BenchResult], torch_accu
         entry = entries.get(result.artifact)
         rows.append(_row(result, entry, baseline, torch_accuracy))
     bench_files = {r.artifact for r in results}
-    for entry in manifest.artifacts if manifest else []:
+    for entry in manifest.artifacts if manifest and unbenched else []:
         if entry.file not in bench_files and entry.format not in bench_files:
             rows.append(_row(BenchResult(entry.file or entry.format, entry.format, entry.runtime, "host",
                                          status=f"failed: {entry.error}" if entry.error else ""),

@@ -27,15 +27,17 @@ class ReferenceData:
 
 @torch.no_grad()
 def reference_from_model(
-    model: torch.nn.Module, samples: list[tuple[torch.Tensor, ...]], labels: np.ndarray | None, description: str
+    model: torch.nn.Module, samples: list[tuple[torch.Tensor, ...]], labels: np.ndarray | None,
+    description: str, chunk: int = 128,
 ) -> ReferenceData:
-    """Run PyTorch once on every sample (batch 1, as exported) and keep its outputs."""
-    model.eval()
-    outputs = []
-    for sample in samples:
-        out = model(*sample)
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        outputs.append([o.detach().numpy() for o in outs])
+    """PyTorch's outputs for every batch-1 sample of an eval-mode model (run in batches of ``chunk``)."""
+    outputs: list[list[np.ndarray]] = []
+    for start in range(0, len(samples), chunk):
+        part = samples[start:start + chunk]
+        batched = tuple(torch.cat(column) for column in zip(*part))
+        out = model(*batched)
+        outs = [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+        outputs += [[o[i:i + 1] for o in outs] for i in range(len(part))]
     inputs = [tuple(t.numpy() for t in sample) for sample in samples]
     return ReferenceData(inputs, outputs, labels, description)
 

@@ -1,0 +1,29 @@
+"""Ahead-of-time NPU compilation of a bundle's verified .tflite, recorded in the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.artifact import EXPORTED, ArtifactEntry, Manifest
+from edgekit.errors import EdgekitError
+from edgekit.io import sha256_path, size_bytes
+
+
+def compile_bundle_for_npu(bundle: Path, manifest: Manifest, target: str) -> ArtifactEntry:
+    """Compile the bundle's verified TFLite artifact for ``target`` (``qualcomm:SM8650``)."""
+    from edgekit.devices.qualcomm_aot import compile_npu, parse_npu_target
+
+    parse_npu_target(target)
+    tflite = manifest.entry("tflite")
+    if tflite is None or tflite.status != "verified" or not tflite.file:
+        raise EdgekitError("--npu needs a verified TFLite artifact; add tflite to --to")
+    compiled = compile_npu(bundle / tflite.file, target, bundle)
+    entry = ArtifactEntry(
+        format="tflite", precision=tflite.precision, status=EXPORTED, file=compiled.name,
+        runtime=f"litert-npu ({target})", size_bytes=size_bytes(compiled), sha256=sha256_path(compiled),
+        inputs=tflite.inputs, outputs=tflite.outputs, compiled_for=target,
+        verification={"status": f"not run: needs a phone with {target}"},
+    )
+    manifest.merge([entry])
+    manifest.save(bundle)
+    return entry

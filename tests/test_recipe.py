@@ -1,0 +1,71 @@
+"""Recipes are validated on load: every mistake names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.errors import EdgekitError
+from edgekit.recipe import bundled_recipes, load_recipe
+
+BASE = """
+name = "t"
+[data]
+source = "digits"
+[model]
+family = "cnn"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_bundled_default_recipe_loads():
+    recipe = load_recipe("cnn_digits")
+    assert "cnn_digits" in bundled_recipes()
+    assert recipe.model["family"] == "cnn"
+    assert set(recipe.export.formats) == {"onnx", "tflite", "coreml"}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("colour = 1\n", ["model", "'colour'", "allowed keys", "width"]),
+    ("[train]\nepochs = 'ten'\n", ["train.epochs", "'ten'", "integer"]),
+    ("[train]\nepoch = 3\n", ["'epoch'", "epochs"]),
+    ("[train]\naugment = 'spin'\n", ["'spin'", "shift", "none"]),
+    ("[export]\nformats = ['onnx', 'tfl']\n", ["'tfl'", "coreml", "tflite"]),
+    ("[export]\nprecision = 'int3'\n", ["'int3'", "fp32"]),
+    ("[bench]\nruns = 1.5\n", ["bench.runs", "1.5", "integer"]),
+])
+def test_bad_values_are_named(tmp_path, extra, expected):
+    with pytest.raises(EdgekitError) as err:
+        load_recipe(write(tmp_path, BASE + extra))
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_unknown_top_level_key(tmp_path):
+    with pytest.raises(EdgekitError, match=r"unknown key 'traning'; allowed keys: .*model.*train"):
+        load_recipe(write(tmp_path, "[traning]\nepochs = 3\n" + BASE))
+
+
+def test_bad_model_and_data_options(tmp_path):
+    with pytest.raises(EdgekitError, match=r"model.*'depth'.*allowed keys.*width"):
+        load_recipe(write(tmp_path, BASE + "depth = 3\n"))
+    with pytest.raises(EdgekitError, match=r"model.width = 'wide'.*number"):
+        load_recipe(write(tmp_path, BASE + "width = 'wide'\n"))
+    text = BASE.replace('source = "digits"', 'source = "digits"\nimage_sz = 32')
+    with pytest.raises(EdgekitError, match=r"'image_sz'.*image_size"):
+        load_recipe(write(tmp_path, text))
+    with pytest.raises(EdgekitError, match=r"data.source = 'mnist'.*digits.*image_folder"):
+        load_recipe(write(tmp_path, BASE.replace('"digits"', '"mnist"')))
+    with pytest.raises(EdgekitError, match=r"missing the \[model\] table"):
+        load_recipe(write(tmp_path, 'name = "x"\n[data]\nsource = "digits"\n'))
+
+
+def test_not_toml_and_missing_recipe(tmp_path):
+    with pytest.raises(EdgekitError, match="not valid TOML"):
+        load_recipe(write(tmp_path, "name = = 3"))
+    with pytest.raises(EdgekitError, match=r"not found.*cnn_digits"):
+        load_recipe(tmp_path / "nope.toml")
