@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from edgekit.errors import EdgekitError, UnsupportedOpError
+from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec
 from edgekit.registry import Registry
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = tuple(s.value for s in Scheme)  # every QuantSpec scheme; each converter declares its own subset
 
 
 @dataclass
@@ -33,6 +34,16 @@ class ModelSource:
     labels: list[str] | None = None
     preprocessing: dict[str, Any] | None = None
     exported: torch.export.ExportedProgram | None = None  # given for .pt2 sources
+    graph: str = ""  # which of the model's graphs this is ("" = its only one; "prefill_L256", "step")
+    # real test inputs (N, ...) → this graph's batch-1 input tuples; None = one input per sample
+    samples: Callable[[torch.Tensor], list[tuple[torch.Tensor, ...]]] | None = None
+    labelled: bool = True  # whether sample i of ``samples`` still carries the split's label i
+    lengths: tuple[int, ...] = ()  # static sequence lengths the graphs were built for (sequence models)
+
+    @property
+    def artifact_base(self) -> str:
+        """Base file name of this graph's artifacts: ``ssm_lm_prefill_L256`` or just ``cnn_digits``."""
+        return f"{self.name}_{self.graph}" if self.graph else self.name
 
     def exported_program(self) -> torch.export.ExportedProgram:
         """The model as a torch.export program (exported once, reused by every converter)."""
@@ -46,9 +57,13 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    quantization: tuple[float, int] | None = None  # (scale, zero_point) of an integer I/O tensor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.quantization:
+            d["quantization"] = {"scale": self.quantization[0], "zero_point": self.quantization[1]}
+        return d
 
 
 @dataclass
@@ -81,12 +96,17 @@ class Converter(abc.ABC):
     suffix: str = ""  # file suffix of the artifact, e.g. ".onnx"
     is_directory: bool = False  # True when the artifact is a folder (.mlpackage)
     runtime: str = ""  # the runtime that verifies and benchmarks it here
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] = ("fp32",)  # for listing; ``quant_methods`` is what is checked when set
+    quant_methods: QuantMethods | None = None  # scheme → how this format writes it (None: fp32 only)
     extra: str = ""  # the pip extra that installs this converter's packages
 
     @abc.abstractmethod
-    def export(self, source: ModelSource, path: Path, precision: str, metadata: dict[str, Any]) -> None:
-        """Write the artifact to ``path`` with edgekit's metadata (JSON-able) embedded in it."""
+    def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
+               *, prepared: Any = None) -> None:
+        """Write the artifact to ``path`` with edgekit's metadata (JSON-able) embedded in it.
+
+        ``quant`` says how to quantize (``"fp32"``/``"fp16"`` still work); ``prepared`` is the
+        calibrated PT2E graph (``edgekit.quant.pt2e.PreparedQuant``) shared by every format."""
 
     @abc.abstractmethod
     def inspect(self, path: Path) -> ArtifactInfo:
@@ -96,15 +116,21 @@ class Converter(abc.ABC):
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
         """A callable that runs the artifact here, or why it cannot."""
 
-    def check_precision(self, precision: str) -> None:
+    def check_precision(self, precision: str | QuantSpec) -> None:
+        """Raise naming what is supported when this format cannot write ``precision``."""
+        spec = as_spec(getattr(precision, "spec", precision))  # a str, QuantSpec or QuantPlan
+        if self.quant_methods is not None:
+            self.quant_methods.get(spec)
+            return
+        precision = spec.tag
         if precision not in self.precisions:
             raise EdgekitError(
                 f"the {self.name} converter does not support precision {precision!r}; "
                 f"it supports: {', '.join(self.precisions)}"
             )
 
-    def artifact_name(self, base: str, precision: str) -> str:
-        return f"{base}_{precision}{self.suffix}"
+    def artifact_name(self, base: str, precision: str | QuantSpec) -> str:
+        return f"{base}_{as_spec(getattr(precision, 'spec', precision)).tag}{self.suffix}"
 
 
 CONVERTERS: Registry[Converter] = Registry("format")

@@ -15,9 +15,10 @@ from edgekit.converters.base import (
     ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
     register_converter,
 )
+from edgekit.converters.coreml_quant import QUANT
 from edgekit.errors import EdgekitError, require
+from edgekit.quant.spec import QuantSpec, as_spec
 
-_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16"}
 _DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}  # ArrayFeatureType
 NOT_ON_MACOS = "Core ML prediction needs macOS"
 
@@ -27,23 +28,20 @@ class CoreMLConverter(Converter):
     suffix = ".mlpackage"
     is_directory = True
     runtime = "coreml"
-    precisions = ("fp32", "fp16")
+    precisions = tuple(QUANT.names())
+    quant_methods = QUANT  # converters/coreml_quant.py: one function per QuantSpec scheme
     extra = "coreml"
 
-    def export(self, source: ModelSource, path: Path, precision: str, metadata: dict[str, Any]) -> None:
-        ct = require("coremltools", self.extra)
+    def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
+               *, prepared: Any = None) -> None:
+        require("coremltools", self.extra)
+        spec = as_spec(quant)
+        write = QUANT.get(spec)
         try:
             with quiet():
-                program = source.exported_program().run_decompositions({})
-                mlmodel = ct.convert(
-                    program,
-                    inputs=[ct.TensorType(name=n, shape=tuple(x.shape), dtype=np.float32)
-                            for n, x in zip(source.input_names, source.example_inputs)],
-                    outputs=[ct.TensorType(name=n) for n in source.output_names],
-                    convert_to="mlprogram",
-                    compute_precision=getattr(ct.precision, _PRECISION[precision]),
-                    minimum_deployment_target=ct.target.iOS16,
-                )
+                mlmodel = write(source, spec, prepared)
+        except EdgekitError:
+            raise
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
         mlmodel.short_description = metadata.get("description", "")

@@ -15,8 +15,10 @@ from edgekit.converters.base import (
     register_converter,
 )
 from edgekit.errors import EdgekitError, UnsupportedOpError, require
+from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec
 
 METADATA_NAME = "edgekit"  # name of the flatbuffer metadata entry holding edgekit's JSON
+QUANT: QuantMethods = QuantMethods("tflite")  # scheme → fn(source, spec, prepared) returning an edge model
 
 
 @register_converter("tflite")
@@ -24,12 +26,17 @@ class TFLiteConverter(Converter):
     suffix = ".tflite"
     runtime = "litert-interpreter"
     extra = "tflite"
+    quant_methods = QUANT
 
-    def export(self, source: ModelSource, path: Path, precision: str, metadata: dict[str, Any]) -> None:
+    def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
+               *, prepared: Any = None) -> None:
+        spec = as_spec(quant)
+        write = QUANT.get(spec)
         try:
             with quiet():
-                litert_torch = require("litert_torch", self.extra)
-                litert_torch.convert(source.module, source.example_inputs).export(str(path))
+                write(source, spec, prepared).export(str(path))
+        except EdgekitError:
+            raise
         except Exception as exc:
             op = _first_unlowered_op(source)
             raise (UnsupportedOpError(op, self.name) if op else conversion_error(self.name, exc)) from exc
@@ -49,16 +56,37 @@ class TFLiteConverter(Converter):
         interpreter = _load_interpreter(path, threads)
         with quiet():
             interpreter.allocate_tensors()
-        ins = [d["index"] for d in interpreter.get_input_details()]
-        outs = [d["index"] for d in interpreter.get_output_details()]
+        ins = interpreter.get_input_details()
+        outs = interpreter.get_output_details()
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            for index, value in zip(ins, inputs):
-                interpreter.set_tensor(index, value)
+            for detail, value in zip(ins, inputs):
+                interpreter.set_tensor(detail["index"], _to_input(detail, value))
             interpreter.invoke()
-            return [interpreter.get_tensor(i) for i in outs]
+            return [_from_output(d, interpreter.get_tensor(d["index"])) for d in outs]
 
         return run
+
+
+@QUANT.register(Scheme.FP32)
+def _fp32(source: ModelSource, spec: QuantSpec, prepared: Any):
+    return require("litert_torch", "tflite").convert(source.module, source.example_inputs)
+
+
+@QUANT.register(Scheme.INT8_STATIC)
+@QUANT.register(Scheme.INT8_DYNAMIC)
+def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
+    """The shared PT2E graph with q/dq left unfolded, which the LiteRT converter lowers to int8 kernels.
+
+    Static int8 gets int8 inputs and outputs (the first quantize and last dequantize are folded into
+    the graph's I/O); their scale and zero point are in the manifest, and the runner applies them."""
+    litert_torch = require("litert_torch", "tflite")
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    if prepared is None:
+        raise EdgekitError(f"tflite {spec.tag} export needs a prepared PT2E graph (edgekit.quant.plan_quantization)")
+    graph = prepared.converted(fold_quantize=False)
+    return litert_torch.convert(graph, source.example_inputs, quant_config=QuantConfig(pt2e_quantizer=prepared.quantizer))
 
 
 def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
@@ -103,7 +131,26 @@ def _load_interpreter(path: Path, threads: int):
 
 
 def _tensor_info(detail: dict) -> TensorInfo:
-    return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    quant = (float(scale), int(zero)) if scale and np.dtype(detail["dtype"]).kind in "iu" else None
+    return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name, quant)
+
+
+def _to_input(detail: dict, value: np.ndarray) -> np.ndarray:
+    """Float input → the tensor's integer type with its scale/zero point (static int8 graphs)."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if dtype.kind not in "iu" or not scale or np.asarray(value).dtype.kind in "iu":
+        return value
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _from_output(detail: dict, value: np.ndarray) -> np.ndarray:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind not in "iu" or not scale:
+        return value
+    return ((value.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def _first_unlowered_op(source: ModelSource) -> str | None:
@@ -120,3 +167,5 @@ def _first_unlowered_op(source: ModelSource) -> str | None:
             if lowerings.lookup(node.target) is None:
                 return str(node.target)
     return None
+
+TFLiteConverter.precisions = tuple(QUANT.names())  # what `edgekit list formats` shows

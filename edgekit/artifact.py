@@ -36,6 +36,7 @@ class ArtifactEntry:
     verification: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     compiled_for: str | None = None  # NPU target of an ahead-of-time compiled artifact, e.g. qualcomm:SM8650
+    graph: str = ""  # which graph of the model ("" = its only one; "prefill_L256", "step" for sequence models)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,13 +64,16 @@ class Manifest:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
         return path
 
-    def entry(self, fmt: str) -> ArtifactEntry | None:
-        return next((a for a in self.artifacts if a.format == fmt and not a.compiled_for), None)
+    def entry(self, fmt: str, graph: str | None = None) -> ArtifactEntry | None:
+        """The artifact of ``fmt`` (of ``graph`` when given; else the first of any graph)."""
+        return next((a for a in self.artifacts if a.format == fmt and not a.compiled_for
+                     and (graph is None or a.graph == graph)), None)
 
     def merge(self, entries: list[ArtifactEntry]) -> None:
-        """Replace entries of the same format and precision, keep the others."""
-        keys = {(e.format, e.precision, e.compiled_for) for e in entries}
-        self.artifacts = [a for a in self.artifacts if (a.format, a.precision, a.compiled_for) not in keys] + entries
+        """Replace entries of the same format, precision and graph, keep the others."""
+        keys = {(e.format, e.precision, e.compiled_for, e.graph) for e in entries}
+        self.artifacts = [a for a in self.artifacts
+                          if (a.format, a.precision, a.compiled_for, a.graph) not in keys] + entries
 
 
 def load_manifest(bundle: str | Path) -> Manifest:

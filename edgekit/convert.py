@@ -12,6 +12,7 @@ from edgekit.converters import CONVERTERS, Converter, ModelSource, RunnerUnavail
 from edgekit.errors import EdgekitError
 from edgekit.io import atomic_output, sha256_path, size_bytes
 from edgekit.progress import progress_bar
+from edgekit.quant import QuantPlan, QuantSpec, as_spec, plan_quantization
 from edgekit.verify import ReferenceData, compare, tolerance_for
 from edgekit.versions import tool_versions
 
@@ -25,25 +26,40 @@ class VerificationFailed(EdgekitError):
 
 def convert_model(
     source: ModelSource, formats: list[str], bundle: str | Path, reference: ReferenceData,
-    *, precision: str = "fp32", threads: int = 2,
+    *, precision: str | QuantSpec | QuantPlan = "fp32", threads: int = 2, quant_options: dict[str, Any] | None = None,
 ) -> Manifest:
     """Export ``source`` to each format into ``bundle``; only verified (or honestly unverifiable)
-    artifacts are kept, and the manifest records every outcome."""
+    artifacts are kept, and the manifest records every outcome. ``precision`` is a QuantSpec name
+    (``"int8"``), a QuantSpec or a prepared QuantPlan; ``quant_options`` go to ``plan_quantization``
+    (calib, budget_points, qat_epochs, progress)."""
+    return convert_graphs([source], formats, bundle, [reference], precision=precision, threads=threads,
+                          quant_options=quant_options)
+
+
+def convert_graphs(
+    sources: list[ModelSource], formats: list[str], bundle: str | Path, references: list[ReferenceData],
+    *, precision: str | QuantSpec | QuantPlan = "fp32", threads: int = 2, quant_options: dict[str, Any] | None = None,
+) -> Manifest:
+    """``convert_model`` for every graph of one model (``sources.graph_sources``), each verified on its
+    own reference data; artifacts are named ``<model>_<graph>_<precision>.<suffix>``."""
     converters = [CONVERTERS.get(fmt) for fmt in formats]
     for conv in converters:
         conv.check_precision(precision)
     tolerance_for(precision)
     bundle = Path(bundle)
-    manifest = _manifest_for(source, bundle)
+    manifest = _manifest_for(sources[0], bundle)
     entries = []
-    with progress_bar("converting", total=len(converters)) as bar:
-        for conv in converters:
-            bar.note(conv.name)
-            entries.append(convert_one(conv, source, bundle, manifest, reference, precision, threads))
-            bar.advance()
+    with progress_bar("converting", total=len(converters) * len(sources)) as bar:
+        for source, reference in zip(sources, references):
+            plan = plan_quantization(source, precision, **(quant_options or {}))  # one calibration for all formats
+            for conv in converters:
+                bar.note(f"{conv.name} {source.graph}".strip())
+                entries.append(convert_one(conv, source, bundle, manifest, reference, plan, threads))
+                bar.advance()
     manifest.merge(entries)
     manifest.save(bundle)
-    write_golden(bundle, reference)
+    for source, reference in zip(sources, references):
+        write_golden(bundle, reference, source.graph)
     return manifest
 
 
@@ -51,7 +67,8 @@ def _manifest_for(source: ModelSource, bundle: Path) -> Manifest:
     """The bundle's existing manifest if it is for the same source, else a new one."""
     fresh = Manifest(
         name=source.name,
-        source={"kind": source.kind, "path": source.origin, "sha256": source.sha256},
+        source={"kind": source.kind, "path": source.origin, "sha256": source.sha256,
+                **({"lengths": list(source.lengths)} if source.lengths else {})},
         labels=source.labels, preprocessing=source.preprocessing, tools=tool_versions(),
     )
     try:
@@ -66,22 +83,26 @@ def _manifest_for(source: ModelSource, bundle: Path) -> Manifest:
 
 def convert_one(
     conv: Converter, source: ModelSource, bundle: Path, manifest: Manifest, reference: ReferenceData,
-    precision: str, threads: int,
+    precision: str | QuantPlan, threads: int,
 ) -> ArtifactEntry:
     """Export, inspect and verify one format; the file appears in the bundle only if all went well."""
-    name = conv.artifact_name(source.name, precision)
-    entry = ArtifactEntry(format=conv.name, precision=precision, status=FAILED, runtime=conv.runtime)
+    plan = precision if isinstance(precision, QuantPlan) else QuantPlan(as_spec(precision))
+    name = conv.artifact_name(source.artifact_base, plan.spec)
+    entry = ArtifactEntry(format=conv.name, precision=plan.tag, status=FAILED, runtime=conv.runtime,
+                          graph=source.graph)
     io_spec = _io_spec(source, reference)
-    metadata = artifact_metadata(manifest, conv.name, precision, *io_spec)
+    metadata = artifact_metadata(manifest, conv.name, plan.tag, *io_spec) | {"graph": source.graph}
     try:
         with atomic_output(bundle / name) as staged:
-            conv.export(source, staged, precision, metadata)
+            conv.export(source, staged, plan.spec, metadata, prepared=plan.prepared)
             info = conv.inspect(staged)
             _check_io(conv.name, info, source)
             entry.inputs = [t.to_dict() for t in info.inputs]
             entry.outputs = [t.to_dict() for t in info.outputs]
             entry.op_histogram = info.op_histogram
-            entry.verification = verify_artifact(conv, staged, reference, precision, threads)
+            entry.verification = verify_artifact(conv, staged, reference, plan, threads)
+            if plan.spec.quantizes:
+                entry.verification["quantization"] = plan.summary()
             if entry.verification["status"] == "failed":
                 raise VerificationFailed(_failure_text(conv.name, entry.verification))
             entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
@@ -93,7 +114,8 @@ def convert_one(
     return entry
 
 
-def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, precision: str, threads: int) -> dict[str, Any]:
+def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, precision: str | QuantPlan,
+                    threads: int) -> dict[str, Any]:
     """Run the artifact in its runtime on the reference inputs and compare with PyTorch."""
     run = conv.runner(path, threads)
     if isinstance(run, RunnerUnavailable):
@@ -103,9 +125,13 @@ def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, preci
 
 def _failure_text(fmt: str, v: dict[str, Any]) -> str:
     tol = v["tolerance"]
-    return (f"{fmt} artifact disagrees with PyTorch: max |Δ| {v['max_abs_diff']:.3g} "
-            f"(allowed {tol['max_abs_diff']:.3g}), top-1 agreement {v['top1_agreement']:.2%} "
+    allowed = "not checked" if tol["max_abs_diff"] is None else f"allowed {tol['max_abs_diff']:.3g}"
+    text = (f"{fmt} artifact disagrees with PyTorch: max |Δ| {v['max_abs_diff']:.3g} "
+            f"({allowed}), top-1 agreement {v['top1_agreement']:.2%} "
             f"(required {tol['min_top1_agreement']:.2%})")
+    if tol.get("max_accuracy_drop") is not None and v.get("accuracy_drop") is not None:
+        text += f", accuracy drop {100 * v['accuracy_drop']:.2f} points (allowed {100 * tol['max_accuracy_drop']:.2f})"
+    return text
 
 
 def _io_spec(source: ModelSource, reference: ReferenceData) -> tuple[list[dict], list[dict]]:
@@ -124,7 +150,12 @@ def _check_io(fmt: str, info, source: ModelSource) -> None:
         raise EdgekitError(f"{fmt} artifact has input shapes {got}; the model takes {want}")
 
 
-def write_golden(bundle: Path, reference: ReferenceData) -> None:
+def golden_name(graph: str = "") -> str:
+    """``golden.npz`` for a model's only graph, ``golden_<graph>.npz`` for each graph of a sequence model."""
+    return f"golden_{graph}.npz" if graph else GOLDEN
+
+
+def write_golden(bundle: Path, reference: ReferenceData, graph: str = "") -> None:
     """Save the first few reference inputs and PyTorch outputs as ``golden.npz`` (no pickles)."""
     n = min(GOLDEN_SAMPLES, len(reference))
     arrays: dict[str, np.ndarray] = {}
@@ -134,6 +165,6 @@ def write_golden(bundle: Path, reference: ReferenceData) -> None:
         arrays[f"output_{k}"] = np.stack([reference.outputs[i][k][0] for i in range(n)])
     if reference.labels is not None and n:
         arrays["labels"] = np.asarray(reference.labels[:n])
-    with atomic_output(bundle / GOLDEN) as staged:
+    with atomic_output(bundle / golden_name(graph)) as staged:
         with open(staged, "wb") as f:
             np.savez(f, **arrays)

@@ -12,12 +12,12 @@ from edgekit.artifact import FAILED, Manifest
 from edgekit.bench import bench_bundle, bench_torch
 from edgekit.bench.result import BenchResult
 from edgekit.converters import ModelSource
-from edgekit.convert import convert_model
+from edgekit.convert import convert_graphs
 from edgekit.io import atomic_write_text
 from edgekit.progress import status
 from edgekit.recipe import BenchSpec, Recipe
 from edgekit.report import build_rows
-from edgekit.sources import load_source, reference_for
+from edgekit.sources import graph_sources, load_source, reference_for
 from edgekit.train import train_recipe
 from edgekit.verify import ReferenceData
 
@@ -42,17 +42,20 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path) -> RunOutcome:
     status(f"[bold]1/4 train[/] {recipe.name} → {out / 'checkpoint'}")
     checkpoint, trained = train_recipe(recipe, out)
     clock.lap("train")
-    source = load_source(checkpoint)
-    reference = reference_for(source)
-    status(f"[bold]2/4 convert + verify[/] {', '.join(recipe.export.formats)} on {reference.description}")
-    manifest = convert_model(source, list(recipe.export.formats), out / "bundle", reference,
-                             precision=recipe.export.precision, threads=recipe.bench.threads)
+    sources = graph_sources(load_source(checkpoint))
+    references = [reference_for(s) for s in sources]
+    reference = references[0]
+    status(f"[bold]2/4 convert + verify[/] {', '.join(recipe.export.formats)} on "
+           f"{'; '.join(r.description for r in references)}")
+    manifest = convert_graphs(sources, list(recipe.export.formats), out / "bundle", references,
+                              precision=recipe.export.quant_spec(), threads=recipe.bench.threads,
+                              quant_options=recipe.export.quant_options() | {"progress": status})
     clock.lap("convert_and_verify")
     status(f"[bold]3/4 bench[/] {recipe.bench.threads} threads, {recipe.bench.warmup} warm-up, {recipe.bench.runs} runs")
-    results = bench_everything(source, out / "bundle", manifest, reference, recipe.bench)
+    results = bench_everything(sources, out / "bundle", manifest, references, recipe.bench)
     clock.lap("bench")
     status("[bold]4/4 report[/]")
-    return write_report(out, results, manifest, reference, extra={
+    return write_report(out / REPORT, results, manifest, reference, extra={"bundle": str(out / "bundle"),
         "recipe": recipe.to_dict(), "checkpoint": str(checkpoint), "training": trained.metrics,
         "stage_seconds": clock.laps,
     })
@@ -72,15 +75,20 @@ class _Stopwatch:
         self._last = now
 
 
-def bench_everything(source: ModelSource, bundle: Path, manifest: Manifest, reference: ReferenceData,
+def bench_everything(sources: list[ModelSource], bundle: Path, manifest: Manifest, references: list[ReferenceData],
                      spec: BenchSpec) -> list[BenchResult]:
-    """PyTorch eager plus every artifact, on the first reference input."""
+    """PyTorch eager (per graph) plus every artifact, on the first reference input of each graph."""
     import torch
 
-    sample = reference.inputs[0]
-    rows = [bench_torch(source.module, tuple(torch.from_numpy(x) for x in sample),
-                        threads=spec.threads, warmup=spec.warmup, runs=spec.runs)]
-    rows += bench_bundle(bundle, manifest, list(sample), threads=spec.threads, warmup=spec.warmup, runs=spec.runs)
+    rows = []
+    for source, reference in zip(sources, references):
+        row = bench_torch(source.module, tuple(torch.from_numpy(x) for x in reference.inputs[0]),
+                          threads=spec.threads, warmup=spec.warmup, runs=spec.runs)
+        if source.graph:
+            row.artifact, row.extra["graph"] = f"pytorch:{source.graph}", source.graph
+        rows.append(row)
+    rows += bench_bundle(bundle, manifest, list(references[0].inputs[0]),
+                         threads=spec.threads, warmup=spec.warmup, runs=spec.runs)
     return rows
 
 
@@ -91,19 +99,18 @@ def torch_accuracy(reference: ReferenceData) -> float | None:
     return hits / len(reference)
 
 
-def write_report(out: Path, results: list[BenchResult], manifest: Manifest | None, reference: ReferenceData | None,
-                 extra: dict[str, Any] | None = None) -> RunOutcome:
-    """Write ``out/report.json`` (rows, benchmarks, manifest) and return the rows for printing."""
-    rows = build_rows(manifest, results, torch_accuracy(reference) if reference else None)
+def write_report(path: Path, results: list[BenchResult], manifest: Manifest | None, reference: ReferenceData | None,
+                 extra: dict[str, Any] | None = None, rows: list[dict[str, Any]] | None = None) -> RunOutcome:
+    """Write the report JSON (rows, benchmarks, manifest) to ``path`` and return it with its rows."""
+    if rows is None:
+        rows = build_rows(manifest, results, torch_accuracy(reference) if reference else None)
     report = {
         **(extra or {}),
-        "bundle": str(out / "bundle"),
         "reference": reference.description if reference else None,
         "rows": rows,
         "bench": [r.to_dict() for r in results],
         "manifest": manifest.to_dict() if manifest else None,
     }
-    path = out / REPORT
     atomic_write_text(path, json.dumps(report, indent=2, default=str))
     return RunOutcome(path, report, rows)
 

@@ -22,12 +22,27 @@ class TrainSpec:
     augment: str = "none"  # a registered augmentation: see `edgekit list augmentations`
     threads: int = 2  # torch intra-op threads while training
     max_seconds: float = 0.0  # stop early after this wall time (0 = no limit)
+    grad_clip: float = 0.0  # clip the global gradient norm to this before each step (0 = off)
 
 
 @dataclass(frozen=True)
 class ExportSpec:
     formats: tuple = ("onnx", "tflite", "coreml")  # registered converter names
-    precision: str = "fp32"
+    precision: str = "fp32"  # a QuantSpec name: fp32, fp16, int8, int8-dynamic, int8-weight, int4-weight, palettizeN
+    calib_samples: int = 128  # int8: calibration inputs drawn from the training split
+    accuracy_budget: float = -1.0  # int8: allowed accuracy drop in points (mixed precision); < 0 = none
+    qat_epochs: int = 0  # int8: quantization-aware fine-tuning epochs after calibration (0 = PTQ only)
+
+    def quant_spec(self):
+        """The QuantSpec this export asks for (``edgekit.quant.QuantSpec``)."""
+        from edgekit.quant import QuantSpec
+
+        return QuantSpec.parse(self.precision, calib_samples=self.calib_samples)
+
+    def quant_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``edgekit.quant.plan_quantization`` for this recipe."""
+        return {"budget_points": self.accuracy_budget if self.accuracy_budget >= 0 else None,
+                "qat_epochs": self.qat_epochs}
 
 
 @dataclass(frozen=True)
@@ -108,7 +123,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 
 def _check_references(recipe: Recipe, where: str) -> None:
     """Check the names a recipe refers to: dataset, family, augmentation, formats, precision."""
-    from edgekit.converters import CONVERTERS, PRECISIONS
+    from edgekit.converters import CONVERTERS
     from edgekit.data import DATASETS
     from edgekit.models import FAMILIES
     from edgekit.train.augment import AUGMENTATIONS
@@ -120,7 +135,11 @@ def _check_references(recipe: Recipe, where: str) -> None:
     _one_of(recipe.train.augment, AUGMENTATIONS.names(), f"{where}: train.augment")
     for fmt in recipe.export.formats:
         _one_of(fmt, CONVERTERS.names(), f"{where}: export.formats")
-    _one_of(recipe.export.precision, list(PRECISIONS), f"{where}: export.precision")
+    try:
+        spec = recipe.export.quant_spec()
+        spec.check_options(recipe.export.quant_options()["budget_points"], recipe.export.qat_epochs)
+    except EdgekitError as exc:
+        raise EdgekitError(f"{where}: export: {exc}") from None
 
 
 def _required(table: dict[str, Any], key: str, where: str, options: list[str]) -> str:

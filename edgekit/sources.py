@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -105,6 +106,22 @@ def _read_text(path: str) -> str:
         raise EdgekitError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def graph_sources(source: ModelSource, lengths: tuple[int, ...] = ()) -> list[ModelSource]:
+    """One ModelSource per graph the model ships (its ``export_graphs``); a .pt2 is one graph.
+
+    ``lengths`` picks the static lengths of a sequence model's prefill graphs (default: its config's)."""
+    export_graphs = getattr(source.module, "export_graphs", None)
+    graphs = export_graphs(tuple(lengths)) if source.kind == "checkpoint" and export_graphs else []
+    if lengths and not any(g.name for g in graphs):
+        raise EdgekitError(f"{source.origin} has a single graph; static lengths apply only to sequence models")
+    if not any(g.name for g in graphs):
+        return [source]
+    return [dataclasses.replace(
+        source, module=g.module, example_inputs=g.example_inputs, input_names=g.input_names,
+        output_names=g.output_names, exported=None, graph=g.name, samples=g.samples, labelled=g.labelled,
+        lengths=tuple(lengths)) for g in graphs]
+
+
 def reference_for(source: ModelSource, *, seed: int = 0) -> ReferenceData:
     """Held-out real inputs for a checkpoint (its recipe's test split); seeded random inputs otherwise."""
     if source.kind == "checkpoint":
@@ -112,8 +129,7 @@ def reference_for(source: ModelSource, *, seed: int = 0) -> ReferenceData:
         if recipe:
             return _recipe_test_split(source, recipe)
     gen = torch.Generator().manual_seed(seed)
-    samples = [tuple(torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in source.example_inputs)
-               for _ in range(RANDOM_REFERENCE_SAMPLES)]
+    samples = [tuple(_random_like(x, gen) for x in source.example_inputs) for _ in range(RANDOM_REFERENCE_SAMPLES)]
     # a torch.export program is specialised to its example shapes, so it runs one sample at a time
     return reference_from_model(source.module, samples, None, f"seeded random normal inputs ({len(samples)})",
                                 chunk=128 if source.kind == "checkpoint" else 1)
@@ -124,6 +140,17 @@ def _recipe_test_split(source: ModelSource, recipe: dict[str, Any]) -> Reference
 
     options = {k: v for k, v in recipe["data"].items() if k != "source"} | {"seed": recipe.get("seed", 0)}
     data = load_dataset(recipe["data"]["source"], **options)
-    samples = [(x[None],) for x in data.test.inputs]
-    return reference_from_model(source.module, samples, data.test.labels.numpy(),
-                                f"{data.name} test split ({len(samples)})")
+    if source.samples is None:
+        samples = [(x[None],) for x in data.test.inputs]
+    else:
+        samples = source.samples(data.test.inputs)
+    labels = data.test.labels.numpy()[:len(samples)] if source.labelled else None
+    where = f" → {source.graph}" if source.graph else ""
+    return reference_from_model(source.module, samples, labels, f"{data.name} test split{where} ({len(samples)})")
+
+
+def _random_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Seeded standard-normal floats, or small non-negative integers (valid token ids) for int inputs."""
+    if x.is_floating_point():
+        return torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    return torch.randint(0, 2, x.shape, generator=gen, dtype=x.dtype)

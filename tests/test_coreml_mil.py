@@ -199,6 +199,24 @@ def test_fp16_rounding_happens_after_every_op() -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+def test_fast_fp16_rounding_equals_numpy_cast() -> None:
+    """round_fp16 (integer rounding, used for speed) equals astype(float16) bit for bit,
+    including ties, subnormals, overflow to inf and NaN (exhaustive over all 2**32
+    patterns when written; a sample here)."""
+    from edgekit.converters.coreml_mil.precision import round_fp16
+
+    rng = np.random.default_rng(5)
+    special = np.array([0.0, -0.0, 1 + 2**-11, 1 + 3 * 2**-11, 2**-14, 2**-24, 2**-25, 3 * 2**-25, 1e-45,
+                        65504.0, 65519.99, 65520.0, -65520.0, 1e9, np.inf, -np.inf, np.nan], np.float32)
+    patterns = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([special, patterns, rng.normal(size=50_000).astype(np.float32) * 1e3])
+    with np.errstate(all="ignore"):
+        expected = x.astype(np.float16).astype(np.float32)
+    got = round_fp16(x)
+    same = (got.view(np.uint32) == expected.view(np.uint32)) | (np.isnan(got) & np.isnan(expected))
+    assert same.all(), x[~same][:5]
+
+
 # --- compressed weights --------------------------------------------------------------------
 
 

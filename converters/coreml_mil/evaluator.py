@@ -9,6 +9,7 @@ the runtime values. An op with none of these stops the plan with "cannot evaluat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +50,21 @@ def load_program(source: str | Path | Any) -> Any:
             f"the model is a {spec.WhichOneof('Type')} model; only ML programs (convert_to='mlprogram') can be evaluated"
         )
     return milproto.load(spec, spec.specificationVersion, source.weights_dir or "")
+
+
+_BLAS: list[Any] = []  # the threadpoolctl controller, made on first use
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """Limit NumPy's BLAS to one thread while evaluating: the matmuls are small, and
+    BLAS threads spinning on a busy machine made runs 10x slower (measured, 2 cores)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # comes with scikit-learn; without it, run as configured
+        return contextlib.nullcontext()
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 class _Bound:
@@ -157,7 +173,8 @@ class MilEvaluator:
         self._consts: dict[str, Any] = {}
         self._const_vars: dict[str, Any] = {}  # name -> Var, for declared dtypes
         self._steps: list[_Step] = []
-        self._plan()
+        with _one_blas_thread():
+            self._plan()
 
     def _spec(self, var: Any) -> VarSpec:
         spec = var_spec(var)
@@ -201,8 +218,9 @@ class MilEvaluator:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Evaluate the function; outputs are keyed by name, in their declared dtype."""
         env = self._prepare(inputs)
-        for step in self._steps:
-            step.run(env)
+        with _one_blas_thread():
+            for step in self._steps:
+                step.run(env)
         return {spec.name: to_declared(env[spec.name], spec) for spec in self.outputs}
 
     __call__ = run

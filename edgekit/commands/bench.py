@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.pipeline import write_report
     from edgekit.report import build_rows
 
-    rows = build_rows(manifest, results, unbenched=target.is_dir())
+    rows = build_rows(manifest, results, unbenched=target.is_dir() and backend == "host")
     if args.out:
-        write_report(args.out.parent, results, manifest, reference).report_path.replace(args.out)
+        write_report(args.out, results, manifest, reference, rows=rows)
     show_rows(args, rows, f"bench on {args.device}, {args.threads} threads")
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
@@ -63,7 +63,7 @@ def _bench_host(target: Path, args: argparse.Namespace):
     if torch_row:
         results.append(torch_row)
     if is_bundle:
-        results += bench_bundle(bundle, manifest, list(reference.inputs[0]), **opts)
+        results += bench_bundle(bundle, manifest, list(reference.inputs[0]) if reference else [], **opts)
     else:
         fmt = _format_of(target)
         inputs = list(reference.inputs[0]) if reference else _random_inputs(fmt, target)
@@ -104,7 +104,17 @@ def _random_inputs(fmt: str, path: Path) -> list[np.ndarray]:
 
 
 def _bench_device(backend: str, serial: str | None, target: Path, args: argparse.Namespace):
+    """Each runnable artifact (a file, or a bundle's .tflite/.onnx files) on a device backend."""
+    from edgekit.artifact import load_manifest
     from edgekit.bench.targets import DEVICE_BENCHES
 
-    result = DEVICE_BENCHES.get(backend)(target, serial, args)
-    return [result], None, None
+    bench = DEVICE_BENCHES.get(backend)
+    if not target.is_dir():
+        return [bench(target, serial, args)], None, None
+    manifest = load_manifest(target)
+    wanted = ("tflite", "onnx") if getattr(args, "runner", "") == "python" else ("tflite",)
+    files = [target / e.file for e in manifest.artifacts
+             if e.format in wanted and e.file and e.status != "failed" and not e.compiled_for]
+    if not files:
+        raise EdgekitError(f"{target} has no {' or '.join(wanted)} artifact to run on {backend}")
+    return [bench(path, serial, args) for path in files], manifest, None

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         print_json({"checkpoint": str(path), "metrics": result.metrics})
     else:
         m = result.metrics
-        print(f"checkpoint: {path}\ntest accuracy {m['test_accuracy']:.2%} (val {m['val_accuracy']:.2%}), "
-              f"{m['epochs']} epochs in {m['train_seconds']:.1f} s")
+        scores = ", ".join(f"{k.replace('_', ' ')} {v:.2%}" if k.endswith("accuracy") else f"{k.replace('_', ' ')} {v:.4g}"
+                           for k, v in m.items() if k.startswith(("test_", "val_")))
+        print(f"checkpoint: {path}\n{scores}, {m['epochs']} epochs in {m['train_seconds']:.1f} s")
     return 0

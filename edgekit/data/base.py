@@ -47,8 +47,8 @@ class Preprocessing:
 class Split:
     """Inputs and integer labels of one split, already preprocessed."""
 
-    inputs: torch.Tensor  # (N, ...) float32
-    labels: torch.Tensor  # (N,) int64
+    inputs: torch.Tensor  # (N, ...) float32, or (N, L) int64 tokens for a language model
+    labels: torch.Tensor  # (N,) int64 class ids, or (N, L) int64 next tokens for a language model
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -65,6 +65,7 @@ class Dataset:
     labels: list[str]
     preprocessing: Preprocessing
     meta: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"  # the training task it is for: a name in edgekit.train.tasks.TASKS
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -27,6 +27,26 @@ class EdgeModel(nn.Module):
         """Inputs of the right shape and dtype for tracing and export."""
         raise NotImplementedError
 
+    def export_graphs(self, lengths: tuple[int, ...] = ()) -> list["ExportGraph"]:
+        """The graphs this model ships. One by default (named ""); sequence models return a prefill
+        graph per static length in ``lengths`` (or their config's default) plus a streaming ``step``."""
+        return [ExportGraph("", self, self.example_inputs(), tuple(self.input_names), tuple(self.output_names),
+                            samples=lambda inputs: [(x[None],) for x in inputs], labelled=True)]
+
+
+@dataclasses.dataclass
+class ExportGraph:
+    """One exported graph of a model: its module, example inputs, I/O names, and real test samples."""
+
+    name: str  # "" for a model's only graph; else added to artifact names ("prefill_L256", "step")
+    module: nn.Module  # eval-mode module whose forward is exactly this graph
+    example_inputs: tuple[torch.Tensor, ...]  # batch 1, static shapes
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    # a dataset split's inputs (N, ...) → batch-1 input tuples for this graph (verification, golden files)
+    samples: Callable[[torch.Tensor], list[tuple[torch.Tensor, ...]]]
+    labelled: bool = False  # True when sample i belongs to the split's label i (accuracy is meaningful)
+
 
 @dataclasses.dataclass(frozen=True)
 class Family:

@@ -16,17 +16,20 @@ def build_rows(manifest: Manifest | None, results: list[BenchResult], torch_accu
 
     With ``unbenched``, manifest artifacts without a benchmark result get a row too."""
     baseline = next((r for r in results if r.format == "pytorch" and r.latency), None)
+    # a sequence model has a PyTorch row per graph (extra["graph"]); each artifact is compared with its own
+    baselines = {r.extra.get("graph", ""): r for r in results if r.format == "pytorch" and r.latency}
     entries = {e.file: e for e in manifest.artifacts} if manifest else {}
     rows = []
     for result in results:
         entry = entries.get(result.artifact)
-        rows.append(_row(result, entry, baseline, torch_accuracy))
+        graph = entry.graph if entry else result.extra.get("graph", "")
+        rows.append(_row(result, entry, baselines.get(graph, baseline), torch_accuracy))
     bench_files = {r.artifact for r in results}
     for entry in manifest.artifacts if manifest and unbenched else []:
         if entry.file not in bench_files and entry.format not in bench_files:
             rows.append(_row(BenchResult(entry.file or entry.format, entry.format, entry.runtime, "host",
                                          status=f"failed: {entry.error}" if entry.error else ""),
-                             entry, baseline, None))
+                             entry, baselines.get(entry.graph, baseline), None))
     return rows
 
 
@@ -51,10 +54,12 @@ def _row(result: BenchResult, entry, baseline: BenchResult | None, torch_accurac
         "artifact": result.artifact,
         "format": result.format,
         "precision": entry.precision if entry else "fp32",
+        "graph": entry.graph if entry else result.extra.get("graph", ""),
         "runtime": result.runtime,
         "target": result.target,
         "size_bytes": entry.size_bytes if entry else None,
-        "accuracy": torch_accuracy if result.format == "pytorch" else verification.get("accuracy"),
+        "accuracy": (torch_accuracy if result is baseline or not result.extra.get("graph") else None)
+        if result.format == "pytorch" else verification.get("accuracy"),
         "max_abs_diff": verification.get("max_abs_diff"),
         "top1_agreement": verification.get("top1_agreement"),
         "median_ms": latency.median_ms if latency else None,

@@ -18,6 +18,13 @@ def no_augmentation(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
+@AUGMENTATIONS.register("series_jitter")
+def series_jitter(x: torch.Tensor, gen: torch.Generator, scale: float = 0.1, noise: float = 0.05) -> torch.Tensor:
+    """Time series (B, C, L): scale each channel by ±``scale`` and add Gaussian noise of std ``noise``."""
+    gain = 1.0 + (torch.rand(x.shape[0], x.shape[1], 1, generator=gen) * 2 - 1) * scale  # (B, C, 1)
+    return x * gain + torch.randn(x.shape, generator=gen) * noise
+
+
 @AUGMENTATIONS.register("shift")
 def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.1) -> torch.Tensor:
     """Translate each image by up to ``max_shift`` of its side and scale it by ±10% (images only)."""

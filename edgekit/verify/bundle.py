@@ -14,32 +14,34 @@ from edgekit.io import sha256_path
 from edgekit.verify.parity import ReferenceData
 
 
-def reference_for_bundle(bundle: Path, manifest: Manifest) -> ReferenceData:
-    """The source model's held-out data when the source is still there unchanged, else golden.npz."""
-    from edgekit.sources import load_source, reference_for
+def reference_for_bundle(bundle: Path, manifest: Manifest, graph: str = "") -> ReferenceData:
+    """The source model's held-out data when the source is still there unchanged, else the golden file."""
+    from edgekit.sources import graph_sources, load_source, reference_for
 
     src = manifest.source
     path = Path(src.get("path", ""))
     if path.exists():
         source = load_source(path)
         if source.sha256 == src.get("sha256"):
-            return reference_for(source)
-    return golden_reference(bundle)
+            match = [g for g in graph_sources(source, tuple(src.get("lengths", ()))) if g.graph == graph]
+            if match:
+                return reference_for(match[0])
+    return golden_reference(bundle, graph)
 
 
-def golden_reference(bundle: Path) -> ReferenceData:
-    from edgekit.convert import GOLDEN
+def golden_reference(bundle: Path, graph: str = "") -> ReferenceData:
+    from edgekit.convert import golden_name
 
-    path = bundle / GOLDEN
+    path = bundle / golden_name(graph)
     if not path.is_file():
-        raise EdgekitError(f"cannot verify {bundle}: its source model is gone and it has no {GOLDEN}")
+        raise EdgekitError(f"cannot verify {bundle}: its source model is gone and it has no {path.name}")
     with np.load(path, allow_pickle=False) as z:
         ins = [z[k] for k in sorted(k for k in z.files if k.startswith("input_"))]
         outs = [z[k] for k in sorted(k for k in z.files if k.startswith("output_"))]
         labels = z["labels"] if "labels" in z.files else None
     n = len(ins[0])
     return ReferenceData([tuple(a[i:i + 1] for a in ins) for i in range(n)],
-                         [[a[i:i + 1] for a in outs] for i in range(n)], labels, f"{GOLDEN} ({n})")
+                         [[a[i:i + 1] for a in outs] for i in range(n)], labels, f"{path.name} ({n})")
 
 
 def verify_bundle(bundle: str | Path, threads: int = 2) -> tuple[Manifest, list[dict[str, Any]], str]:
@@ -48,15 +50,17 @@ def verify_bundle(bundle: str | Path, threads: int = 2) -> tuple[Manifest, list[
 
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
-    reference = reference_for_bundle(bundle, manifest)
+    references: dict[str, ReferenceData] = {}  # one per graph, built when first needed
     results = []
     for entry in manifest.artifacts:
         if entry.status == FAILED or not entry.file:
             results.append({"format": entry.format, "file": entry.file, "status": "failed",
                             "reason": f"conversion had failed: {entry.error}"})
             continue
-        results.append(_verify_entry(bundle, entry, reference, threads, verify_artifact))
-    return manifest, results, reference.description
+        if entry.graph not in references:
+            references[entry.graph] = reference_for_bundle(bundle, manifest, entry.graph)
+        results.append(_verify_entry(bundle, entry, references[entry.graph], threads, verify_artifact))
+    return manifest, results, "; ".join(r.description for r in references.values())
 
 
 def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, verify_artifact) -> dict[str, Any]:

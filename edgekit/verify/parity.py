@@ -58,7 +58,10 @@ def compare(run: Runner, reference: ReferenceData, tolerance: Tolerance, method:
             correct += top == int(reference.labels[i])
     n = len(reference)
     top1 = agree / n
-    passed = max_diff <= tolerance.max_abs_diff and top1 >= tolerance.min_top1_agreement
+    passed = (tolerance.max_abs_diff is None or max_diff <= tolerance.max_abs_diff) and top1 >= tolerance.min_top1_agreement
+    drop = _accuracy_drop(reference, correct / n) if reference.labels is not None else None
+    if drop is not None and tolerance.max_accuracy_drop is not None:
+        passed = passed and drop <= tolerance.max_accuracy_drop + 1e-12
     result = {
         "status": "passed" if passed else "failed",
         "method": method,
@@ -71,4 +74,10 @@ def compare(run: Runner, reference: ReferenceData, tolerance: Tolerance, method:
     }
     if reference.labels is not None:
         result["accuracy"] = correct / n
+        result["accuracy_drop"] = drop  # PyTorch's accuracy on the same inputs minus the artifact's
     return result
+
+
+def _accuracy_drop(reference: ReferenceData, accuracy: float) -> float:
+    hits = sum(int(np.argmax(out[0])) == int(y) for out, y in zip(reference.outputs, reference.labels))
+    return hits / len(reference) - accuracy

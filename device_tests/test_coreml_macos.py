@@ -1,0 +1,97 @@
+"""Core ML runtime check on macOS ("coreml-runtime"): Apple's own kernels against PyTorch
+and against the MIL reference evaluator ("mil-reference") that Linux CI relies on.
+
+Skips with the reason on any machine where Core ML cannot predict (not macOS, or a
+coremltools build without its native runtime bindings).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+if sys.platform != "darwin":
+    pytest.skip(f"Core ML prediction needs macOS; this is {sys.platform}", allow_module_level=True)
+
+ct = pytest.importorskip("coremltools", reason="coremltools is not installed (extra: coreml)")
+
+
+def _runtime_missing() -> str | None:
+    """Why coremltools cannot call Core ML here, or None when it can."""
+    try:
+        from coremltools.models import model as ct_model
+    except ImportError as exc:  # pragma: no cover - depends on the coremltools build
+        return f"coremltools.models cannot be imported: {exc}"
+    if getattr(ct_model, "_MLModelProxy", None) is None:
+        return "coremltools has no native Core ML bindings (libcoremlpython); reinstall the macOS wheel"
+    return None
+
+
+if (_reason := _runtime_missing()) is not None:
+    pytest.skip(_reason, allow_module_level=True)
+
+from edgekit.converters.coreml_mil import MilEvaluator, load_program  # noqa: E402
+from edgekit.models import create_model  # noqa: E402
+from edgekit.verify import tolerance_for  # noqa: E402
+
+SAMPLES = 5
+
+
+@torch.no_grad()
+def _cnn() -> nn.Module:
+    """edgekit's CNN with BatchNorm statistics from data, so logits are not all bias."""
+    torch.manual_seed(0)
+    model = create_model("cnn", {"width": 0.5})
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.3, 0.3)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(8, 1, 32, 32))
+    return model.eval()
+
+
+def _convert(model: nn.Module, sample: torch.Tensor, precision: str, path: Path) -> "ct.models.MLModel":
+    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    exported = torch.export.export(model, (sample,)).run_decompositions({})
+    mlmodel = ct.convert(
+        exported,
+        inputs=[ct.TensorType(name="image", shape=tuple(sample.shape))],
+        convert_to="mlprogram",
+        compute_precision=compute,
+        minimum_deployment_target=ct.target.iOS16,
+        compute_units=ct.ComputeUnit.CPU_ONLY,  # deterministic: no ANE/GPU placement
+    )
+    mlmodel.save(str(path))
+    return ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_coreml_runtime_matches_pytorch_and_mil_reference(tmp_path: Path, precision: str) -> None:
+    model = _cnn()
+    torch.manual_seed(1)
+    samples = [torch.randn(1, 1, 32, 32) for _ in range(SAMPLES)]
+    path = tmp_path / f"cnn_{precision}.mlpackage"
+    mlmodel = _convert(model, samples[0], precision, path)
+    reference = MilEvaluator(load_program(path))
+    tol = tolerance_for(precision)
+    runtime_vs_torch, runtime_vs_mil, agree = 0.0, 0.0, 0
+    for x in samples:
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = np.asarray(next(iter(mlmodel.predict({"image": x.numpy()}).values())), dtype=np.float64)
+        mil = next(iter(reference({"image": x.numpy()}).values())).astype(np.float64)
+        runtime_vs_torch = max(runtime_vs_torch, float(np.abs(got - expected).max()))
+        runtime_vs_mil = max(runtime_vs_mil, float(np.abs(got - mil).max()))
+        agree += int(np.argmax(got) == np.argmax(expected))
+    assert runtime_vs_torch <= tol.max_abs_diff, f"Core ML vs PyTorch: max |Δ| {runtime_vs_torch:.3g}"
+    assert agree / SAMPLES >= tol.min_top1_agreement
+    # Apple's kernels and the reference agree to the program's own precision
+    assert runtime_vs_mil <= tol.max_abs_diff, f"Core ML vs MIL reference: max |Δ| {runtime_vs_mil:.3g}"

@@ -1,0 +1,118 @@
+"""Mixed precision within an accuracy budget: keep the most sensitive layers in float until it holds.
+
+Sensitivity of a layer = SQNR (dB) of the model output when only that layer is quantized (lower =
+more sensitive). Layers go back to float, most sensitive first, until the accuracy drop against
+the float model is within the budget (in percentage points), measured on labelled held-out data
+(the recipe's validation split) or, without labels, as top-1 disagreement with the float model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+import torch
+
+from edgekit.converters.base import ModelSource
+from edgekit.quant.pt2e import PreparedQuant, export_graph, layer_nodes, prepare_quant
+from edgekit.quant.report import sqnr_db
+from edgekit.quant.spec import QuantSpec
+
+Sample = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Held-out inputs with labels (or the float model's own top-1 when there are none)."""
+
+    samples: tuple[Sample, ...]
+    labels: tuple[int, ...]
+    description: str
+
+
+@dataclass
+class MixedResult:
+    quant: PreparedQuant  # calibrated with the chosen float layers
+    float_accuracy: float
+    accuracy: float  # of the chosen quantized graph
+    budget_points: float
+    float_layers: tuple[str, ...]
+    sensitivity: dict[str, float] = field(default_factory=dict)  # layer → output SQNR dB, quantized alone
+    steps: list[dict[str, Any]] = field(default_factory=list)  # accuracy after each layer went float
+
+    @property
+    def drop_points(self) -> float:
+        return 100 * (self.float_accuracy - self.accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_points": self.budget_points, "float_accuracy": self.float_accuracy,
+                "accuracy": self.accuracy, "drop_points": round(self.drop_points, 3),
+                "within_budget": self.drop_points <= self.budget_points + 1e-9,
+                "float_layers": list(self.float_layers), "sensitivity_db": self.sensitivity, "steps": self.steps}
+
+
+@torch.no_grad()
+def eval_set_for(source: ModelSource, calib) -> EvalSet:
+    """The recipe's validation split when there is one; else the calibration inputs, labelled by the float model."""
+    from edgekit.quant.calib import recipe_split
+
+    split = recipe_split(source, "val")
+    if split is not None and source.samples is None:
+        inputs, labels, name = split
+        return EvalSet(tuple((x[None],) for x in inputs), tuple(int(y) for y in labels), f"{name} ({len(labels)})")
+    reference = export_graph(source)
+    labels = tuple(int(_first(reference(*s)).argmax()) for s in calib.samples)
+    return EvalSet(tuple(calib.samples), labels, f"{calib.description}, float top-1 as labels")
+
+
+@torch.no_grad()
+def accuracy(gm: torch.fx.GraphModule, data: EvalSet) -> float:
+    """Top-1 accuracy of a batch-1 graph over the evaluation set."""
+    hits = sum(int(_first(gm(*s)).argmax()) == y for s, y in zip(data.samples, data.labels))
+    return hits / max(1, len(data.samples))
+
+
+@torch.no_grad()
+def sensitivity(source: ModelSource, spec: QuantSpec, calib: Sequence[Sample], probe: Sequence[Sample]) -> dict[str, float]:
+    """Output SQNR (dB) with one layer quantized at a time; lowest first."""
+    reference = export_graph(source)
+    ref_out = [_first(reference(*s)) for s in probe]
+    layers = list(layer_nodes(reference))
+    scores = {}
+    for layer in layers:
+        one = prepare_quant(source, replace(spec, float_layers=tuple(x for x in layers if x != layer)), calib)
+        gm = one.converted(fold_quantize=False)
+        got = torch.cat([_first(gm(*s)) for s in probe])
+        scores[layer] = round(sqnr_db(torch.cat(ref_out), got), 2)
+    return dict(sorted(scores.items(), key=lambda kv: kv[1]))
+
+
+def search(source: ModelSource, spec: QuantSpec, calib: Sequence[Sample], data: EvalSet, budget_points: float,
+           *, description: str = "", probe: int = 32,
+           progress: Callable[[str], None] = lambda _: None) -> MixedResult:
+    """Fewest float layers (greedy, most sensitive first) whose accuracy drop is within the budget."""
+    float_acc = accuracy(export_graph(source), data)
+    quant = prepare_quant(source, spec, calib, description)
+    result = MixedResult(quant, float_acc, accuracy(quant.converted(False), data), budget_points, spec.float_layers)
+    result.steps.append({"float_layers": list(spec.float_layers), "accuracy": result.accuracy})
+    if result.drop_points <= budget_points:
+        return result
+    progress("measuring per-layer sensitivity")
+    result.sensitivity = sensitivity(source, spec, calib[:probe], data.samples[:probe])
+    floats = list(spec.float_layers)
+    for layer in result.sensitivity:
+        if layer in floats:
+            continue
+        floats.append(layer)
+        progress(f"keeping {layer} in float")
+        quant = prepare_quant(source, replace(spec, float_layers=tuple(floats)), calib, description)
+        result.quant, result.float_layers = quant, tuple(floats)
+        result.accuracy = accuracy(quant.converted(False), data)
+        result.steps.append({"float_layers": list(floats), "accuracy": result.accuracy})
+        if result.drop_points <= budget_points:
+            break
+    return result
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out

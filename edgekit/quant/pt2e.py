@@ -1,0 +1,133 @@
+"""One calibration for every format: torchao PT2E with litert-torch's symmetric int8 quantizer.
+
+``prepare_quant`` exports the model, inserts observers, runs the calibration samples once; each
+converter then takes its own deep copy through ``convert_pt2e`` (``fold_quantize=False`` for
+TFLite, ``True`` for ONNX and Core ML), so all three artifacts share the same scales.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Iterable
+
+import torch
+
+from edgekit.converters.base import ModelSource
+from edgekit.errors import EdgekitError, require
+from edgekit.quant.spec import Granularity, QuantSpec, Scheme
+
+LAYER_OPS = ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default")  # what gets int8 weights
+PT2E_SCHEMES = (Scheme.INT8_STATIC, Scheme.INT8_DYNAMIC)
+
+
+def module_path(node: torch.fx.Node) -> str:
+    """The dotted name of the innermost module a graph node came from ("" for the top level)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def in_layers(path: str, layers: Iterable[str]) -> bool:
+    return any(path == layer or path.startswith(layer + ".") for layer in layers)
+
+
+def layer_nodes(gm: torch.fx.GraphModule) -> dict[str, torch.fx.Node]:
+    """Module name → its conv/linear node, in graph order (the layers a QuantSpec can keep in float)."""
+    found: dict[str, torch.fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and str(node.target) in LAYER_OPS:
+            found.setdefault(module_path(node) or node.name, node)
+    return found
+
+
+def make_quantizer(spec: QuantSpec):
+    """litert-torch's PT2EQuantizer for ``spec``, leaving ``spec.float_layers`` unannotated (float)."""
+    pq = require("litert_torch.quantize.pt2e_quantizer", "tflite")
+    config = pq.get_symmetric_quantization_config(
+        is_per_channel=spec.granularity is Granularity.PER_CHANNEL, is_qat=spec.qat,
+        is_dynamic=spec.scheme is Scheme.INT8_DYNAMIC)
+    if spec.calibration == "minmax" and config.input_activation is not None and not spec.qat:
+        from torchao.quantization.pt2e.observer import MinMaxObserver
+
+        act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    float_layers = tuple(spec.float_layers)
+
+    class _Quantizer(pq.PT2EQuantizer):
+        # QAT folds BatchNorm first (edgekit.quant.qat); litert's conv-bn QAT patterns fail to build on torch 2.13
+        STATIC_QAT_ONLY_OPS: list = []
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            for name, node in layer_nodes(model).items():  # litert's module-name filter misreads torch 2.13 names
+                annotation = node.meta.get("quantization_annotation")
+                if annotation is not None and name in float_layers:
+                    for arg in node.args[1:]:  # weight and bias stay float; activations keep their int8 edges
+                        annotation.input_qspec_map.pop(arg, None)
+            return model
+
+    return _Quantizer().set_global(config)
+
+
+@dataclasses.dataclass
+class PreparedQuant:
+    """A calibrated PT2E graph (observers filled); ``converted`` gives each target its own copy."""
+
+    spec: QuantSpec
+    prepared: torch.fx.GraphModule
+    quantizer: Any
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration: str  # description of the calibration data
+
+    def converted(self, fold_quantize: bool, weight_qmax: int | None = None) -> torch.fx.GraphModule:
+        """A converted copy; ``weight_qmax`` narrows the weight range (ONNX Runtime's ``reduce_range``:
+        its x86 int8 kernels saturate int16 pair sums with full-range weights — measured 92% vs 100% top-1)."""
+        from torchao.quantization.pt2e.observer import MinMaxObserver, PerChannelMinMaxObserver
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        graph = copy.deepcopy(self.prepared)
+        if weight_qmax is not None:
+            for module in graph.modules():
+                if isinstance(module, (PerChannelMinMaxObserver, MinMaxObserver)) and module.qscheme in (
+                        torch.per_channel_symmetric, torch.per_tensor_symmetric):
+                    module.quant_min, module.quant_max = -weight_qmax, weight_qmax
+        return convert_pt2e(graph, fold_quantize=fold_quantize)
+
+    def layers(self) -> list[str]:
+        return list(layer_nodes(self.prepared))
+
+
+def export_graph(source: ModelSource) -> torch.fx.GraphModule:
+    """The model as a torch.export graph module (batch 1, eval mode)."""
+    return torch.export.export(source.module.eval(), source.example_inputs).module()
+
+
+@torch.no_grad()
+def prepare_quant(source: ModelSource, spec: QuantSpec, samples: Iterable[tuple[torch.Tensor, ...]],
+                  description: str = "") -> PreparedQuant:
+    """Export, insert observers for ``spec`` and run every calibration sample through them."""
+    if spec.scheme not in PT2E_SCHEMES:
+        raise EdgekitError(f"quantization {spec.tag} does not use calibration; PT2E handles: "
+                           f"{', '.join(s.value for s in PT2E_SCHEMES)}")
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    unknown = sorted(set(spec.float_layers) - set(layer_nodes(export_graph(source)))) if spec.float_layers else []
+    if unknown:
+        raise EdgekitError(f"float layer {unknown[0]!r} is not a conv/linear layer of the model; "
+                           f"layers: {', '.join(layer_nodes(export_graph(source)))}")
+    quantizer = make_quantizer(spec)
+    prepared = prepare_pt2e(export_graph(source), quantizer)
+    prepared(*source.example_inputs)  # per-channel weight observers need one run even without calibration
+    for sample in samples:
+        prepared(*sample)
+    return PreparedQuant(spec, prepared, quantizer, tuple(source.example_inputs), description)
+
+
+def float_ops_left(gm: torch.fx.GraphModule) -> list[str]:
+    """Conv/linear layers of a converted graph whose weights are not dequantized from int8."""
+    left = []
+    for name, node in layer_nodes(gm).items():
+        weight = node.args[1]
+        if not (isinstance(weight, torch.fx.Node) and "dequantize" in str(weight.target)):
+            left.append(name)
+    return left
