@@ -116,6 +116,10 @@ class Converter(abc.ABC):
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
         """A callable that runs the artifact here, or why it cannot."""
 
+    def reference_runner(self, path: Path) -> Runner | None:
+        """A reference evaluation of the artifact's arithmetic, for when its runtime cannot run here."""
+        return None
+
     def check_precision(self, precision: str | QuantSpec) -> None:
         """Raise naming what is supported when this format cannot write ``precision``."""
         spec = as_spec(getattr(precision, "spec", precision))  # a str, QuantSpec or QuantPlan

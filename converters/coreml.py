@@ -68,6 +68,12 @@ class CoreMLConverter(Converter):
             metadata=dict(desc.metadata.userDefined),
         )
 
+    def reference_runner(self, path: Path) -> Runner | None:
+        """The saved ML Program evaluated op by op in NumPy (method "mil-reference")."""
+        from edgekit.converters.coreml_mil import MilEvaluator, load_program
+
+        return MilEvaluator(load_program(path)).run_list
+
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
         if sys.platform != "darwin":
             return RunnerUnavailable(NOT_ON_MACOS)

@@ -51,7 +51,8 @@ def test_verify_and_bench_bundle(capsys, bundle):
     assert code == 0
     results = {r["format"]: r for r in json.loads(out)["results"]}
     assert results["onnx"]["status"] == results["tflite"]["status"] == "passed"
-    assert results["coreml"]["status"].startswith("not run")
+    assert results["coreml"]["status"] == "passed"
+    assert results["coreml"]["verification"]["method"] == "mil-reference"
     code, out, _ = run_cli(capsys, "bench", str(bundle), "--runs", "5", "--warmup", "1", "--json")
     assert code == 0
     rows = {r["format"]: r for r in json.loads(out)}

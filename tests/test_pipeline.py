@@ -44,8 +44,10 @@ def test_every_format_is_verified_or_honestly_not_run(bundle):
         assert v["accuracy"] >= 0.985
         assert (bundle / entry.file).stat().st_size == entry.size_bytes
     coreml = by_format["coreml"]
-    assert coreml.status == "exported"
-    assert coreml.verification["status"] == "not run: Core ML prediction needs macOS"
+    v = coreml.verification
+    assert coreml.status == "verified", coreml.error
+    assert v["method"] == "mil-reference" and v["runtime"] == "not run: Core ML prediction needs macOS"
+    assert v["inputs"] >= 200 and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
     assert coreml.inputs == [{"name": "image", "shape": [1, 1, 32, 32], "dtype": "float32"}]
     assert coreml.op_histogram.get("conv", 0) >= 5
     assert manifest.source["kind"] == "checkpoint" and len(manifest.source["sha256"]) == 64
@@ -82,7 +84,8 @@ def test_report_rows_and_benchmarks(default_run):
         assert r["runs"] == 200 and r["threads"] == 2
         assert r["speedup_vs_pytorch"] > 0
     assert rows["pytorch"]["speedup_vs_pytorch"] == pytest.approx(1.0)
-    assert rows["coreml"]["mark"] == "❎" and "needs macOS" in rows["coreml"]["note"]
+    assert rows["coreml"]["mark"] == "✅" and "MIL reference" in rows["coreml"]["note"]
+    assert "needs macOS" in rows["coreml"]["note"] and rows["coreml"]["median_ms"] is None
     assert rows["onnx"]["mark"] == "✅"
 
 

@@ -42,6 +42,8 @@ def _row(result: BenchResult, entry, baseline: BenchResult | None, torch_accurac
     else:
         status = entry.status
         note = entry.error or ("" if verification.get("status") == "passed" else verification.get("status", ""))
+        if verification.get("method") == "mil-reference":
+            note = f"{note or 'verified'} by the MIL reference evaluator; runtime {verification.get('runtime', '')}"
     if result.status.startswith("failed"):
         status, note = FAILED, result.status
     elif result.status.startswith("not run") and status != FAILED and result.status not in note:
