@@ -13,10 +13,9 @@ from edgekit.errors import EdgekitError
 from edgekit.io import atomic_output, sha256_path, size_bytes
 from edgekit.progress import progress_bar
 from edgekit.quant import QuantPlan, QuantSpec, as_spec, plan_quantization
-from edgekit.verify import ReferenceData, compare, tolerance_for
+from edgekit.verify import MIL_REFERENCE, ReferenceData, compare, tolerance_for
 from edgekit.versions import tool_versions
 
-MIL_REFERENCE = "mil-reference"  # verification by evaluating the converted program, not the vendor runtime
 GOLDEN = "golden.npz"  # a few reference inputs/outputs for apps' own tests and `edgekit verify`
 GOLDEN_SAMPLES = 16
 

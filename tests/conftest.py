@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.devices.testing import private_adb_server
 from edgekit.pipeline import RunOutcome, run_pipeline
 from edgekit.recipe import load_recipe
 
@@ -26,3 +27,10 @@ def checkpoint(default_run) -> Path:
 @pytest.fixture(scope="session")
 def bundle(default_run) -> Path:
     return default_run[0] / "bundle"
+
+
+@pytest.fixture(scope="module")
+def adb_server():
+    """A private adb server (own port, HOME, TMPDIR) for one test module; killed afterwards."""
+    with private_adb_server() as env:
+        yield env

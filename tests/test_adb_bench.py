@@ -17,7 +17,7 @@ import pytest
 
 from edgekit.devices.adb import AdbError, resolve_serial
 from edgekit.devices.adb_bench import bench_on_adb
-from edgekit.devices.testing import connected_device, private_adb_server, write_tiny_onnx, write_tiny_tflite
+from edgekit.devices.testing import connected_device, write_tiny_onnx, write_tiny_tflite
 from edgekit.errors import EdgekitError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
@@ -36,12 +36,6 @@ def log_replayer(folder: Path, fixture: str, record: bool = False) -> Path:
         "cat <<'EDGEKIT_REPLAYED_LOG'\n" + (FIXTURES / fixture).read_text() + "EDGEKIT_REPLAYED_LOG\n")
     script.chmod(0o755)
     return script
-
-
-@pytest.fixture(scope="module")
-def adb_server():
-    with private_adb_server() as env:
-        yield env
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import json
 import sys
 
 from edgekit.cli import main
-from edgekit.devices.testing import connected_device, private_adb_server
+from edgekit.devices.testing import connected_device
 
 
-def test_bench_bundle_on_emulated_device_with_python_runner(capsys, bundle, tmp_path):
-    with private_adb_server(), connected_device() as device:
+def test_bench_bundle_on_emulated_device_with_python_runner(capsys, bundle, tmp_path, adb_server):
+    with connected_device() as device:
         code = main(["bench", str(bundle), "--device", f"adb:{device.serial}", "--runner", "python",
                      "--device-python", sys.executable, "--runs", "5", "--warmup", "1", "--json",
                      "--out", str(tmp_path / "device_report.json")])

@@ -10,13 +10,7 @@ import pytest
 from edgekit.devices.adb import AdbError, device_state, list_serials, run_adb, run_shell
 from edgekit.devices.device_info import device_info, list_devices
 from edgekit.devices.remote_files import free_bytes
-from edgekit.devices.testing import connect, connected_device, private_adb_server
-
-
-@pytest.fixture(scope="module")
-def adb_server():
-    with private_adb_server() as env:
-        yield env
+from edgekit.devices.testing import connect, connected_device
 
 
 @pytest.fixture(scope="module")

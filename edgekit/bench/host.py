@@ -48,6 +48,7 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
     from edgekit.verify.bundle import golden_reference
 
     results = []
+    graph_inputs: dict[str, list[np.ndarray]] = {"": inputs}  # golden inputs, read once per graph
     for entry in manifest.artifacts:
         if entry.status == FAILED or not entry.file:
             results.append(BenchResult(entry.file or entry.format, entry.format, entry.runtime, "host",
@@ -58,7 +59,8 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
                                        status=f"not run: compiled for {entry.compiled_for}; bench it on that phone "
                                               "with --device adb --delegate qnn"))
             continue
-        graph_inputs = list(golden_reference(bundle, entry.graph).inputs[0]) if entry.graph else inputs
-        results.append(bench_artifact(entry.format, bundle / entry.file, graph_inputs,
+        if entry.graph not in graph_inputs:
+            graph_inputs[entry.graph] = list(golden_reference(bundle, entry.graph).inputs[0])
+        results.append(bench_artifact(entry.format, bundle / entry.file, graph_inputs[entry.graph],
                                       threads=threads, warmup=warmup, runs=runs))
     return results

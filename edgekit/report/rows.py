@@ -6,6 +6,7 @@ from typing import Any
 
 from edgekit.artifact import EXPORTED, FAILED, VERIFIED, Manifest
 from edgekit.bench.result import BenchResult
+from edgekit.verify.parity import MIL_REFERENCE
 
 STATUS_MARK = {VERIFIED: "✅", EXPORTED: "❎", FAILED: "❌"}
 
@@ -42,7 +43,7 @@ def _row(result: BenchResult, entry, baseline: BenchResult | None, torch_accurac
     else:
         status = entry.status
         note = entry.error or ("" if verification.get("status") == "passed" else verification.get("status", ""))
-        if verification.get("method") == "mil-reference":
+        if verification.get("method") == MIL_REFERENCE:
             note = f"{note or 'verified'} by the MIL reference evaluator; runtime {verification.get('runtime', '')}"
     if result.status.startswith("failed"):
         status, note = FAILED, result.status

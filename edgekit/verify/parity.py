@@ -12,6 +12,9 @@ from edgekit.converters.base import Runner
 from edgekit.verify.tolerances import Tolerance
 
 
+MIL_REFERENCE = "mil-reference"  # verification by evaluating a converted program, not the vendor runtime
+
+
 @dataclass
 class ReferenceData:
     """Inputs (one tuple per sample, batch 1) with PyTorch's outputs and, if known, true labels."""
