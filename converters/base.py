@@ -39,6 +39,8 @@ class ModelSource:
     samples: Callable[[torch.Tensor], list[tuple[torch.Tensor, ...]]] | None = None
     labelled: bool = True  # whether sample i of ``samples`` still carries the split's label i
     lengths: tuple[int, ...] = ()  # static sequence lengths the graphs were built for (sequence models)
+    states: tuple[str, ...] = ()  # buffers of ``module`` that persist across calls (a runtime's state object)
+    usage: str = ""  # how an app calls this graph, when it is not the plain inputs → outputs
 
     @property
     def artifact_base(self) -> str:
@@ -74,6 +76,7 @@ class ArtifactInfo:
     outputs: list[TensorInfo]
     op_histogram: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    states: list[TensorInfo] = field(default_factory=list)  # held by the model across calls (Core ML MLState)
 
 
 class Runner(Protocol):
@@ -87,6 +90,15 @@ class RunnerUnavailable:
     """Why an artifact cannot be run on this machine (reported as "not run: <reason>")."""
 
     reason: str
+
+
+@dataclass
+class ExtraGraph:
+    """A graph one format offers beside the model's own, with the reference data that verifies it."""
+
+    source: ModelSource
+    reference: Any  # edgekit.verify.ReferenceData
+    precision: str  # the precision it is written in, whatever the run's
 
 
 class Converter(abc.ABC):
@@ -115,6 +127,11 @@ class Converter(abc.ABC):
     @abc.abstractmethod
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
         """A callable that runs the artifact here, or why it cannot."""
+
+    def extra_graphs(self, graphs: list[tuple[ModelSource, Any]], precision: QuantSpec) -> list[ExtraGraph]:
+        """Graphs only this format offers for a model whose graphs and references are ``graphs``
+        (e.g. Core ML's step graph with the states held by the model); none by default."""
+        return []
 
     def reference_runner(self, path: Path) -> Runner | None:
         """A reference evaluation of the artifact's arithmetic, for when its runtime cannot run here."""

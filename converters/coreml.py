@@ -12,15 +12,19 @@ import numpy as np
 
 from edgekit.converters._quiet import quiet
 from edgekit.converters.base import (
-    ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
+    ArtifactInfo, Converter, ExtraGraph, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
     register_converter,
 )
 from edgekit.converters.coreml_quant import QUANT
+from edgekit.converters.coreml_stateful import convert_stateful, state_runner, stateful_graphs
 from edgekit.errors import EdgekitError, require
 from edgekit.quant.spec import QuantSpec, as_spec
 
 _DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}  # ArrayFeatureType
 NOT_ON_MACOS = "Core ML prediction needs macOS"
+
+
+DEBUG_HANDLE_MAP = "executorch_debug_handle_mapping.json"
 
 
 @register_converter("coreml")
@@ -39,7 +43,8 @@ class CoreMLConverter(Converter):
         write = QUANT.get(spec)
         try:
             with quiet():
-                mlmodel = write(source, spec, prepared)
+                # a graph holding states (coreml_stateful.py) is always fp16: Core ML states are fp16 only
+                mlmodel = convert_stateful(source) if source.states else write(source, spec, prepared)
         except EdgekitError:
             raise
         except Exception as exc:
@@ -52,6 +57,8 @@ class CoreMLConverter(Converter):
             mlmodel.user_defined_metadata["labels"] = json.dumps(metadata["labels"])
         with quiet():
             mlmodel.save(str(path))
+        # coremltools adds ExecuTorch's op-to-source debug map for torch.export programs; Core ML never reads it
+        (path / DEBUG_HANDLE_MAP).unlink(missing_ok=True)
 
     def inspect(self, path: Path) -> ArtifactInfo:
         ct = require("coremltools", self.extra)
@@ -66,13 +73,19 @@ class CoreMLConverter(Converter):
             outputs=[_feature_info(f) for f in desc.output],
             op_histogram=_op_histogram(spec),
             metadata=dict(desc.metadata.userDefined),
+            states=[_feature_info(f, "stateType") for f in desc.state],
         )
+
+    def extra_graphs(self, graphs: list[tuple[ModelSource, Any]], precision: QuantSpec) -> list[ExtraGraph]:
+        """For a streaming model: the ``step`` graph with its states held by the model (iOS 18 MLState)."""
+        return stateful_graphs(graphs, precision)
 
     def reference_runner(self, path: Path) -> Runner | None:
         """The saved ML Program evaluated op by op in NumPy (method "mil-reference")."""
         from edgekit.converters.coreml_mil import MilEvaluator, load_program
 
-        return MilEvaluator(load_program(path)).run_list
+        evaluator = MilEvaluator(load_program(path))
+        return state_runner(evaluator) if evaluator.states else evaluator.run_list
 
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
         if sys.platform != "darwin":
@@ -82,16 +95,18 @@ class CoreMLConverter(Converter):
         spec = model.get_spec().description
         in_names = [f.name for f in spec.input]
         out_names = [f.name for f in spec.output]
+        state = model.make_state() if len(spec.state) else None  # one stream: states carry across calls
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            result = model.predict(dict(zip(in_names, inputs)))
+            result = model.predict(dict(zip(in_names, inputs)), state=state)
             return [np.asarray(result[n]) for n in out_names]
 
         return run
 
 
-def _feature_info(feature) -> TensorInfo:
-    array = feature.type.multiArrayType
+def _feature_info(feature, kind: str = "multiArrayType") -> TensorInfo:
+    """Name, shape and dtype of an input/output (or, with ``kind="stateType"``, of a state)."""
+    array = feature.type.multiArrayType if kind == "multiArrayType" else feature.type.stateType.arrayType
     return TensorInfo(feature.name, tuple(int(d) for d in array.shape), _DTYPES.get(array.dataType, str(array.dataType)))
 
 

@@ -1,7 +1,7 @@
 """How the Core ML converter writes each QuantSpec scheme (registered per scheme, no if-chains).
 
 fp32/fp16: plain conversion. int8 (W8A8): the shared PT2E graph (quantize folded) converts to
-quantize/dequantize + constexpr int8 weights (iOS17). Weight-only int8 / int4 (per block, iOS18)
+quantize/dequantize + constexpr int8 weights (iOS17), fp16 in between. Weight-only int8 / int4 (per block, iOS18)
 and n-bit palettization use ``coremltools.optimize.coreml`` on the converted ML program.
 """
 
@@ -20,8 +20,10 @@ _GRANULARITY = {Granularity.PER_TENSOR: "per_tensor", Granularity.PER_CHANNEL: "
                 Granularity.PER_BLOCK: "per_block"}
 
 
-def convert_program(program, source: ModelSource, precision: str = "FLOAT32", target: str = "iOS16"):
-    """ct.convert of a torch.export program to an ML Program with the model's input names and shapes."""
+def convert_program(program, source: ModelSource, precision: str = "FLOAT32", target: str = "iOS16",
+                    pass_pipeline: Any = None, *, states: list | None = None):
+    """ct.convert of a torch.export program to an ML Program with the model's input names and shapes
+    (``states``: ``ct.StateType`` of buffers the program mutates, iOS 18+)."""
     ct = require("coremltools", "coreml")
     return ct.convert(
         program,
@@ -31,7 +33,46 @@ def convert_program(program, source: ModelSource, precision: str = "FLOAT32", ta
         convert_to="mlprogram",
         compute_precision=getattr(ct.precision, precision),
         minimum_deployment_target=getattr(ct.target, target),
+        pass_pipeline=pass_pipeline or ct.PassPipeline.DEFAULT,
+        states=states,
     )
+
+
+_SHORT_NAMES_PASS = "edgekit::short_internal_names"
+
+
+def short_names_pipeline():
+    """The default pass pipeline plus one that renames internal ops and values ``o12``/``v12``.
+
+    A W8A8 program has a quantize/dequantize pair per activation, each op and value carrying a long
+    PyTorch-derived name; on a small model those names are a tenth of the file. Inputs and outputs
+    keep their names (apps address them), so nothing an app sees changes.
+    """
+    ct = require("coremltools", "coreml")
+    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY, register_pass
+
+    if _SHORT_NAMES_PASS not in PASS_REGISTRY:
+        @register_pass(namespace="edgekit", name="short_internal_names")
+        class _ShortNames(AbstractGraphPass):
+            def apply(self, prog) -> None:
+                for function in prog.functions.values():
+                    _rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
+
+    pipeline = ct.PassPipeline.DEFAULT
+    pipeline.append_pass(_SHORT_NAMES_PASS)
+    return pipeline
+
+
+def _rename_block(block: Any, keep: set[str], counter: list[int]) -> None:
+    for op in block.operations:
+        for inner in op.blocks:
+            _rename_block(inner, keep, counter)
+        op.name = f"o{counter[0]}"
+        for value in op.outputs:
+            if value.name not in keep:
+                value.name = f"v{counter[0]}"
+            counter[0] += 1
 
 
 @QUANT.register(Scheme.FP32)
@@ -50,8 +91,35 @@ def _int8_static(source: ModelSource, spec: QuantSpec, prepared: Any):
 
     if prepared is None:
         raise EdgekitError("coreml int8 export needs a calibrated graph (edgekit.quant.plan_quantization)")
-    program = torch.export.export(prepared.converted(fold_quantize=True), source.example_inputs)
-    return convert_program(program.run_decompositions({}), source, "FLOAT32", "iOS17")
+    graph = _fold_scalar_dequantize(prepared.converted(fold_quantize=True))
+    program = torch.export.export(graph, source.example_inputs)
+    # fp16 between the int8 ops, as the Neural Engine computes anyway; halves biases and scales
+    return convert_program(program.run_decompositions({}), source, "FLOAT16", "iOS17", short_names_pipeline())
+
+
+def _fold_scalar_dequantize(gm: Any) -> Any:
+    """Replace ``dequantize(int8 0-dim constant)`` by its float value.
+
+    coremltools 9 folds a constant scalar dequantize as ``scale * (q - zero_point)`` in int8, which
+    wraps when the zero point is -128: every quantized scalar multiply (attention's 1/sqrt(d)) flipped
+    sign and the int8 ViT scored ~10%. Folding it here in float sidesteps that bug."""
+    import torch
+
+    dequantize = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    for node in list(gm.graph.nodes):
+        if node.target is not dequantize or node.args[0].op != "get_attr":
+            continue
+        quantized = getattr(gm, node.args[0].target)
+        if quantized.dim() != 0:
+            continue
+        name = f"{node.args[0].target}_dequantized"
+        gm.register_buffer(name, dequantize(quantized, *node.args[1:]))
+        with gm.graph.inserting_before(node):
+            node.replace_all_uses_with(gm.graph.get_attr(name))
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
 
 
 def _linear(source: ModelSource, spec: QuantSpec, dtype: str, target: str):

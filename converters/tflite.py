@@ -90,13 +90,20 @@ def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
 
 
 def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    """Add a flatbuffer ``metadata`` entry named ``edgekit`` whose buffer holds the JSON."""
+    """Finish the flatbuffer: add a ``metadata`` entry named ``edgekit`` holding the JSON (its I/O
+    entries corrected to the graph's real dtypes and int8 scale/zero point) and shorten internal
+    tensor names (the converter writes the whole PyTorch module path into each)."""
     schema = require("ai_edge_litert.schema_py_generated", "tflite")
     import flatbuffers
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
     if any((b.offset or 0) > 1 for b in model.buffers or []):
         raise EdgekitError(f"{path}: buffers stored outside the flatbuffer; cannot embed metadata")
+    main = model.subgraphs[0]
+    metadata = {**metadata, "inputs": _io_entries(schema, main, main.inputs, metadata.get("inputs", [])),
+                "outputs": _io_entries(schema, main, main.outputs, metadata.get("outputs", []))}
+    for subgraph in model.subgraphs:
+        _shorten_tensor_names(subgraph)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
     model.buffers.append(buffer)
@@ -106,6 +113,30 @@ def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     builder = flatbuffers.Builder(path.stat().st_size + 65536)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(builder.Output())
+
+
+def _io_entries(schema: Any, subgraph: Any, indices: Any, entries: list[dict]) -> list[dict]:
+    """The metadata's input/output entries with the dtype the graph really has, plus scale and zero
+    point where that dtype is a quantized integer (an app quantizes inputs and dequantizes outputs)."""
+    dtype_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    fixed = []
+    for entry, index in zip(entries, list(indices)):
+        tensor = subgraph.tensors[index]
+        entry = {**entry, "dtype": dtype_names.get(tensor.type, entry.get("dtype"))}
+        q = tensor.quantization
+        if q is not None and q.scale is not None and len(q.scale) and entry["dtype"] in ("int8", "uint8", "int16"):
+            entry["quantization"] = {"scale": float(q.scale[0]), "zero_point": int(q.zeroPoint[0])}
+        fixed.append(entry)
+    return fixed + entries[len(fixed):]
+
+
+def _shorten_tensor_names(subgraph: Any) -> None:
+    """Rename tensors other than the subgraph's inputs and outputs to ``t<index>``; the names apps
+    use (I/O tensors and signature keys) are untouched."""
+    keep = set(list(subgraph.inputs)) | set(list(subgraph.outputs))
+    for index, tensor in enumerate(subgraph.tensors):
+        if index not in keep:
+            tensor.name = f"t{index}".encode()
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -37,6 +37,10 @@ class ArtifactEntry:
     error: str | None = None
     compiled_for: str | None = None  # NPU target of an ahead-of-time compiled artifact, e.g. qualcomm:SM8650
     graph: str = ""  # which graph of the model ("" = its only one; "prefill_L256", "step" for sequence models)
+    # multi-adapter artifacts: one dict per variant (name, adapter, how an app selects it, its verification)
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)  # held inside the model across calls (Core ML MLState)
+    usage: str = ""  # how an app calls it, when that is more than inputs → outputs (e.g. a stateful step graph)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +54,7 @@ class Manifest:
     preprocessing: dict[str, Any] | None
     tools: dict[str, str]
     artifacts: list[ArtifactEntry] = field(default_factory=list)
+    adapters: list[dict[str, Any]] = field(default_factory=list)  # LoRA adapters packaged with the base
     edgekit_version: str = __version__
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     manifest_version: int = MANIFEST_VERSION

@@ -48,19 +48,35 @@ def convert_graphs(
     tolerance_for(precision)
     bundle = Path(bundle)
     manifest = _manifest_for(sources[0], bundle)
+    spec = as_spec(getattr(precision, "spec", precision))
+    extras = [(conv, x) for conv in converters for x in conv.extra_graphs(list(zip(sources, references)), spec)]
     entries = []
-    with progress_bar("converting", total=len(converters) * len(sources)) as bar:
+    with progress_bar("converting", total=len(converters) * len(sources) + len(extras)) as bar:
         for source, reference in zip(sources, references):
             plan = plan_quantization(source, precision, **(quant_options or {}))  # one calibration for all formats
             for conv in converters:
                 bar.note(f"{conv.name} {source.graph}".strip())
                 entries.append(convert_one(conv, source, bundle, manifest, reference, plan, threads))
                 bar.advance()
+        for conv, extra in extras:  # graphs one format offers beside the model's own, in their own precision
+            bar.note(f"{conv.name} {extra.source.graph}")
+            entries.append(convert_one(conv, extra.source, bundle, manifest, extra.reference,
+                                       QuantPlan(as_spec(extra.precision)), threads))
+            bar.advance()
     manifest.merge(entries)
     manifest.save(bundle)
-    for source, reference in zip(sources, references):
+    for source, reference in [*zip(sources, references), *((x.source, x.reference) for _, x in extras)]:
         write_golden(bundle, reference, source.graph)
     return manifest
+
+
+def converted_entries(manifest: Manifest, sources: list[ModelSource], formats: list[str]) -> list[ArtifactEntry]:
+    """The entries of one convert run: each graph × format, then the formats' extra graphs
+    (``<graph>_…``, e.g. Core ML's ``step_stateful``) found in the manifest."""
+    graphs = [s.graph for s in sources]
+    extra = [a.graph for a in manifest.artifacts if a.format in formats and not a.compiled_for and a.graph
+             and a.graph not in graphs and any(a.graph.startswith(f"{g}_") for g in graphs if g)]
+    return [e for g in [*graphs, *dict.fromkeys(extra)] for fmt in formats if (e := manifest.entry(fmt, g))]
 
 
 def _manifest_for(source: ModelSource, bundle: Path) -> Manifest:
@@ -100,6 +116,7 @@ def convert_one(
             entry.inputs = [t.to_dict() for t in info.inputs]
             entry.outputs = [t.to_dict() for t in info.outputs]
             entry.op_histogram = info.op_histogram
+            entry.states, entry.usage = [t.to_dict() for t in info.states], source.usage
             entry.verification = verify_artifact(conv, staged, reference, plan, threads)
             if plan.spec.quantizes:
                 entry.verification["quantization"] = plan.summary()
@@ -133,6 +150,8 @@ def _failure_text(fmt: str, v: dict[str, Any]) -> str:
     text = (f"{fmt} artifact disagrees with PyTorch: max |Δ| {v['max_abs_diff']:.3g} "
             f"({allowed}), top-1 agreement {v['top1_agreement']:.2%} "
             f"(required {tol['min_top1_agreement']:.2%})")
+    if tol.get("max_mean_kl_bits") is not None and v.get("accuracy") is None:
+        text += f" and mean KL {v['mean_kl_bits']:.3g} bits (allowed {tol['max_mean_kl_bits']:.3g})"
     if tol.get("max_accuracy_drop") is not None and v.get("accuracy_drop") is not None:
         text += f", accuracy drop {100 * v['accuracy_drop']:.2f} points (allowed {100 * tol['max_accuracy_drop']:.2f})"
     return text

@@ -42,6 +42,13 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path) -> RunOutcome:
     status(f"[bold]1/4 train[/] {recipe.name} → {out / 'checkpoint'}")
     checkpoint, trained = train_recipe(recipe, out)
     clock.lap("train")
+    adapted = None
+    if recipe.adapt.enabled:
+        from edgekit.lora.step import adapt_step
+
+        status(f"[bold]1b adapt[/] LoRA r={recipe.adapt.rank} on {recipe.adapt.domain or recipe.adapt.data}")
+        adapted = adapt_step(recipe, checkpoint, out)
+        clock.lap("adapt")
     sources = graph_sources(load_source(checkpoint))
     references = [reference_for(s) for s in sources]
     reference = references[0]
@@ -54,11 +61,29 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path) -> RunOutcome:
     status(f"[bold]3/4 bench[/] {recipe.bench.threads} threads, {recipe.bench.warmup} warm-up, {recipe.bench.runs} runs")
     results = bench_everything(sources, out / "bundle", manifest, references, recipe.bench)
     clock.lap("bench")
+    extra: dict[str, Any] = {}
+    rows = None
+    if adapted is not None:
+        rows, extra = _adapter_bundle(recipe, checkpoint, adapted, out, manifest, results, reference)
+        clock.lap("adapt_package")
     status("[bold]4/4 report[/]")
-    return write_report(out / REPORT, results, manifest, reference, extra={"bundle": str(out / "bundle"),
+    return write_report(out / REPORT, results, manifest, reference, rows=rows, extra={"bundle": str(out / "bundle"),
         "recipe": recipe.to_dict(), "checkpoint": str(checkpoint), "training": trained.metrics,
-        "stage_seconds": clock.laps,
+        "stage_seconds": clock.laps, **extra,
     })
+
+
+def _adapter_bundle(recipe: Recipe, checkpoint: Path, adapted, out: Path, manifest: Manifest,
+                    results: list[BenchResult], reference: ReferenceData) -> tuple[list[dict[str, Any]] | None, dict]:
+    """The recipe's adapter in the report, and (``adapt.package``) base + adapter packaged and benched."""
+    extra: dict[str, Any] = {"adaptation": {"adapter": str(adapted.path), **adapted.meta}}
+    if not recipe.adapt.package:
+        return None, extra
+    from edgekit.lora.step import package_step
+
+    status(f"[bold]3b package adapter[/] {', '.join(recipe.export.formats)} → {out / 'bundle_adapters'}")
+    adapter_rows, extra["adapter_bundle"] = package_step(recipe, checkpoint, adapted.path, out)
+    return build_rows(manifest, results, torch_accuracy(reference)) + adapter_rows, extra
 
 
 class _Stopwatch:

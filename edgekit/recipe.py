@@ -53,6 +53,26 @@ class BenchSpec:
 
 
 @dataclass(frozen=True)
+class AdaptSpec:
+    """An optional LoRA step after training (`edgekit adapt`); set ``domain`` or ``data`` to enable it."""
+
+    domain: str = ""  # a registered adaptation domain (see `edgekit list domains`); "" = none
+    data: str = ""  # or your own examples: an image folder (one subfolder per label) or a text file
+    name: str = ""  # adapter name (default: the domain, or the data's name)
+    rank: int = 8  # LoRA rank r
+    alpha: float = 16.0  # updates are scaled by alpha / r
+    targets: tuple = ()  # module-name globs; empty = the family's default
+    steps: int = 300  # optimizer steps
+    examples: int = 200  # training examples drawn from the domain
+    lr: float = 1e-2  # AdamW learning rate (cosine decay)
+    package: bool = True  # also write bundle_adapters/: base + adapter with shared weights, each verified
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain or self.data)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     data: dict[str, Any]  # {"source": registered dataset, **its options}
@@ -62,6 +82,7 @@ class Recipe:
     train: TrainSpec = field(default_factory=TrainSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
     bench: BenchSpec = field(default_factory=BenchSpec)
+    adapt: AdaptSpec = field(default_factory=AdaptSpec)
     path: str = ""  # where it was loaded from
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,7 +96,7 @@ class Recipe:
 
 
 _TOP_LEVEL = {"name": "", "description": "", "seed": 0, "data": {}, "model": {},
-              "train": {}, "export": {}, "bench": {}}
+              "train": {}, "export": {}, "bench": {}, "adapt": {}}
 
 
 def resolve_recipe_path(name_or_path: str | Path) -> Path:
@@ -115,6 +136,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         train=dataclass_from_dict(TrainSpec, raw.get("train", {}), f"{path}: train"),
         export=dataclass_from_dict(ExportSpec, raw.get("export", {}), f"{path}: export"),
         bench=dataclass_from_dict(BenchSpec, raw.get("bench", {}), f"{path}: bench"),
+        adapt=dataclass_from_dict(AdaptSpec, raw.get("adapt", {}), f"{path}: adapt"),
         path=str(path),
     )
     _check_references(recipe, str(path))
@@ -135,11 +157,24 @@ def _check_references(recipe: Recipe, where: str) -> None:
     _one_of(recipe.train.augment, AUGMENTATIONS.names(), f"{where}: train.augment")
     for fmt in recipe.export.formats:
         _one_of(fmt, CONVERTERS.names(), f"{where}: export.formats")
+    _check_adapt(recipe.adapt, f"{where}: adapt")
     try:
         spec = recipe.export.quant_spec()
         spec.check_options(recipe.export.quant_options()["budget_points"], recipe.export.qat_epochs)
     except EdgekitError as exc:
         raise EdgekitError(f"{where}: export: {exc}") from None
+
+
+def _check_adapt(adapt: AdaptSpec, where: str) -> None:
+    from edgekit.lora.domains import DOMAINS
+
+    if adapt.domain and adapt.data:
+        raise EdgekitError(f"{where}: give domain or data, not both")
+    if adapt.domain:
+        _one_of(adapt.domain, DOMAINS.names(), f"{where}.domain")
+    for key in ("rank", "steps", "examples"):
+        if getattr(adapt, key) < 1:
+            raise EdgekitError(f"{where}.{key} = {getattr(adapt, key)!r} must be at least 1")
 
 
 def _required(table: dict[str, Any], key: str, where: str, options: list[str]) -> str:

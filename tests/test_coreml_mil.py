@@ -487,3 +487,27 @@ def test_per_sample_evaluation_is_fast(converted) -> None:
     again = run({name: samples[0].numpy()})
     np.testing.assert_array_equal(*first.values(), *again.values())
     assert set(run.op_counts()) == {"conv", "clip", "reduce_mean", "linear"}
+
+
+def test_quantize_dequantize_kernels_match_pytorch() -> None:
+    """W8A8 programs: per-tensor activation quantize → dequantize, per-channel along axis 1."""
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(1, 3, 4, 4)) * 4).astype(np.float32)
+    scales = np.array([0.05, 0.1, 0.02], np.float32)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=x.shape)], opset_version=ct.target.iOS17)
+    def per_tensor(v):
+        q = mb.quantize(input=v, scale=np.float32(0.03), zero_point=np.int8(-3), output_dtype="int8")
+        return mb.dequantize(input=q, scale=np.float32(0.03), zero_point=np.int8(-3))
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=x.shape)], opset_version=ct.target.iOS17)
+    def per_channel(v):
+        q = mb.quantize(input=v, scale=scales, axis=1, output_dtype="int8")
+        return mb.dequantize(input=q, scale=scales, axis=1)
+
+    xt = torch.from_numpy(x)
+    expected = torch.fake_quantize_per_tensor_affine(xt, 0.03, -3, -128, 127)
+    np.testing.assert_allclose(_eval_single(per_tensor, v=x), expected.numpy(), rtol=0, atol=1e-6)
+    expected = torch.fake_quantize_per_channel_affine(xt, torch.from_numpy(scales), torch.zeros(3, dtype=torch.int32),
+                                                      1, -128, 127)
+    np.testing.assert_allclose(_eval_single(per_channel, v=x), expected.numpy(), rtol=0, atol=1e-6)

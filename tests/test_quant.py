@@ -64,7 +64,7 @@ def test_int8_cli_really_computes_in_integers(capsys, checkpoint, bundle, tmp_pa
     from ai_edge_litert.interpreter import Interpreter
 
     out = tmp_path / "int8"
-    code = main(["convert", str(checkpoint), "--to", "onnx,tflite", "--quant", "int8", "--calib-samples", "32",
+    code = main(["convert", str(checkpoint), "--to", "onnx,tflite,coreml", "--quant", "int8", "--calib-samples", "32",
                  "--out", str(out), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -72,12 +72,17 @@ def test_int8_cli_really_computes_in_integers(capsys, checkpoint, bundle, tmp_pa
     for entry in result["artifacts"]:
         v = entry["verification"]
         assert entry["status"] == "verified" and entry["precision"] == "int8", entry["error"]
-        # issue target 0.33x; the small default CNN measures ONNX 0.30x, TFLite 0.34x (flatbuffer overhead)
-        assert entry["size_bytes"] <= {"onnx": 0.33, "tflite": 0.35}[entry["format"]] * fp32[entry["format"]]
+        # issue target 0.33x; the small default CNN measures ONNX 0.30x, Core ML 0.32x, TFLite 0.334x (TFLite
+        # stores a float scale and an int64 zero point per channel for every weight and bias: 36 kB here)
+        assert entry["size_bytes"] <= {"onnx": 0.33, "coreml": 0.33, "tflite": 0.34}[entry["format"]] * fp32[entry["format"]]
         assert v["accuracy_drop"] <= 0.005 and v["top1_agreement"] >= 0.98 and v["inputs"] >= 200
         layers = v["quantization"]["layer_sqnr_db"]
         assert [r["layer"] for r in layers][:2] == ["stem.0", "blocks.0.depthwise"] and layers[-1]["layer"] == "output"
         assert all(r["quantized"] and r["sqnr_db"] > 10 for r in layers)
+    coreml_entry = next(e for e in result["artifacts"] if e["format"] == "coreml")
+    assert coreml_entry["verification"]["method"] == "mil-reference"  # int8 q/dq evaluated op by op
+    assert coreml_entry["op_histogram"]["quantize"] >= 11 and coreml_entry["op_histogram"]["constexpr_affine_dequantize"] >= 11
+    assert not (out / "cnn_digits_int8.mlpackage" / "executorch_debug_handle_mapping.json").exists()
     onnx_file, tflite_file = out / "cnn_digits_int8.onnx", out / "cnn_digits_int8.tflite"
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
@@ -92,6 +97,9 @@ def test_int8_cli_really_computes_in_integers(capsys, checkpoint, bundle, tmp_pa
                for op in convs)
     tflite_entry = next(e for e in result["artifacts"] if e["format"] == "tflite")
     assert tflite_entry["inputs"][0]["dtype"] == "int8" and tflite_entry["inputs"][0]["quantization"]["scale"] > 0
+    from edgekit.converters.tflite import read_metadata
+    embedded = json.loads(read_metadata(tflite_file)["edgekit"])  # what an app reads from the file itself
+    assert embedded["inputs"][0]["dtype"] == "int8" and embedded["outputs"][0]["quantization"]["scale"] > 0
 
 
 def test_layer_report_and_mixed_precision_keep_layers_float():
@@ -121,7 +129,9 @@ def test_coreml_weight_compression(tmp_path):
     from edgekit.convert import convert_model
     from edgekit.sources import reference_for
 
-    source = tiny_source()
+    torch.manual_seed(0)
+    model = create_model("cnn", {"blocks": [[64, 2]], "num_classes": 3}).eval()  # ~3k weights: enough to compress
+    source = ModelSource("small", model, model.example_inputs(), ("image",), ("logits",), "0" * 64, "small", "pt2")
     reference = reference_for(source)
     sizes = {}
     for scheme, op in (("fp32", "conv"), ("int8-weight", "constexpr_affine_dequantize"),
@@ -132,5 +142,19 @@ def test_coreml_weight_compression(tmp_path):
         assert entry.status == "verified", entry.error
         assert entry.verification["method"] == "mil-reference"
         assert entry.op_histogram.get(op, 0) >= 3, entry.op_histogram
-        sizes[scheme] = entry.size_bytes
-    assert max(sizes["palettize4"], sizes["int8-weight"]) < 0.7 * sizes["fp32"]  # tiny model: package overhead dominates
+        sizes[scheme] = (tmp_path / entry.file / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").stat().st_size
+    # the weights file (a tiny model's package is mostly program text, so compare what compression shrinks)
+    assert sizes["int8-weight"] < 0.4 * sizes["fp32"] and sizes["palettize4"] < 0.3 * sizes["fp32"], sizes
+
+
+def test_qat_fine_tunes_and_exports_to_every_format(capsys, checkpoint, tmp_path):
+    code = main(["convert", str(checkpoint), "--quant", "int8", "--qat", "1", "--calib-samples", "16",
+                 "--out", str(tmp_path / "qat"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {e["format"] for e in result["artifacts"]} == {"onnx", "tflite", "coreml"}
+    for entry in result["artifacts"]:
+        assert entry["status"] == "verified", entry["error"]
+        qat = entry["verification"]["quantization"]["qat"]
+        assert qat["epochs"] == 1 and qat["samples_per_epoch"] > 0 and np.isfinite(qat["last_loss"])
+        assert entry["verification"]["accuracy_drop"] <= 0.01

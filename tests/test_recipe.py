@@ -29,6 +29,15 @@ def test_bundled_default_recipe_loads():
     assert set(recipe.export.formats) == {"onnx", "tflite", "coreml"}
 
 
+@pytest.mark.parametrize("name", bundled_recipes())
+def test_every_bundled_recipe_loads_and_builds_its_model(name):
+    from edgekit.models import create_model
+
+    recipe = load_recipe(name)
+    model = create_model(recipe.model["family"], recipe.model_options())
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
 @pytest.mark.parametrize("extra, expected", [
     ("colour = 1\n", ["model", "'colour'", "allowed keys", "width"]),
     ("[train]\nepochs = 'ten'\n", ["train.epochs", "'ten'", "integer"]),

@@ -11,6 +11,8 @@ Neural Engine (see docs/coreml-verification.md).
     outputs = evaluate(program, {"image": x})            # {"logits": array}
     run = MilEvaluator(program, "main")                  # reuse the plan for many inputs
     outputs = run({"image": x})
+    state = run.make_state()                             # a stateful (iOS 18) program: states
+    logits = run({"tokens": t}, state)["logits"]         # carry over from call to call
 
 coremltools is needed at call time only (``pip install -e '.[coreml]'``).
 """
@@ -19,5 +21,6 @@ from __future__ import annotations
 
 from edgekit.converters.coreml_mil.evaluator import MilEvaluator, evaluate, load_program
 from edgekit.converters.coreml_mil.registry import MilEvaluationError, kernel, kernel_op_types
+from edgekit.converters.coreml_mil.state import MilState
 
-__all__ = ["MilEvaluationError", "MilEvaluator", "evaluate", "kernel", "kernel_op_types", "load_program"]
+__all__ = ["MilEvaluationError", "MilEvaluator", "MilState", "evaluate", "kernel", "kernel_op_types", "load_program"]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.converters.coreml_mil.precision import var_spec
-from edgekit.converters.coreml_mil.registry import IOS16, IOS18, MilEvaluationError, kernel
+from edgekit.converters.coreml_mil.registry import IOS16, IOS17, IOS18, MilEvaluationError, kernel
 
 Args = dict[str, Any]
 
@@ -147,3 +147,34 @@ def _scatter(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def constexpr_cast(op: Any, a: Args) -> np.ndarray:
     """Cast a constant to ``output_dtype`` (the evaluator applies the declared dtype)."""
     return np.asarray(a["source_val"])
+
+
+# --- activation quantization (iOS17 ``quantize`` / ``dequantize``, W8A8 programs) ---------------
+
+
+def _affine_params(a: Args, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and zero point broadcast along ``axis`` (scalars when per-tensor; zero point 0 if absent)."""
+    axis = a.get("axis")
+    axis = 0 if axis is None else int(axis)
+    scale = _along_axis(np.asarray(a["scale"], np.float32), rank, axis)
+    zero = a.get("zero_point")
+    zero = np.float32(0) if zero is None else _along_axis(np.asarray(zero, np.float32), rank, axis)
+    return scale, zero
+
+
+@kernel("quantize", opset=IOS17)
+def quantize(op: Any, a: Args) -> np.ndarray:
+    """clip(round(x / scale) + zero_point) in int8 or uint8 (round half to even)."""
+    x = np.asarray(a["input"], np.float32)
+    scale, zero = _affine_params(a, x.ndim)
+    dtype = np.dtype(str(a["output_dtype"]))
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(dtype)
+
+
+@kernel("dequantize", opset=IOS17)
+def dequantize(op: Any, a: Args) -> np.ndarray:
+    """(q - zero_point) * scale, in the scale's float type."""
+    q = np.asarray(a["input"]).astype(np.float32)
+    scale, zero = _affine_params(a, q.ndim)
+    return (q - zero) * scale

@@ -27,6 +27,7 @@ from edgekit.converters.coreml_mil.precision import (
     var_spec,
 )
 from edgekit.converters.coreml_mil.registry import MilEvaluationError, find_kernel
+from edgekit.converters.coreml_mil.state import MilState, is_state, state_spec
 from edgekit.errors import require
 
 Ref = str | tuple[str, ...]  # the name(s) of the variable(s) an op input reads
@@ -106,13 +107,22 @@ def _materialize(op: Any, a: dict[str, Any]) -> Any:
     return op.materialized_val_inference()
 
 
+def _opset(op: Any) -> int | None:
+    """The op's opset; None for a dialect op outside the versioned opsets (``coreml_update_state``),
+    whose ``opset_version`` coremltools cannot compute."""
+    try:
+        return op.opset_version
+    except AttributeError:
+        return None
+
+
 def _resolve(op: Any) -> Callable[[Any, dict[str, Any]], Any]:
     """The kernel that evaluates ``op``, or a MilEvaluationError saying why there is none."""
     from coremltools.converters.mil.mil.operation import Operation
 
     if op.blocks:
         raise MilEvaluationError(f"cannot evaluate op {op.op_type} ({op.name}): control flow is not supported")
-    fn = find_kernel(op.op_type, op.opset_version)
+    fn = find_kernel(op.op_type, _opset(op))
     if fn is not None:
         return fn
     if op.op_type.startswith("constexpr_") and hasattr(op, "materialized_val_inference"):
@@ -157,6 +167,9 @@ class MilEvaluator:
 
     ``emulate_fp16=False`` evaluates an fp16 program with fp32 activations (the weights
     keep their fp16 values), which separates fp16 rounding from conversion errors.
+
+    A stateful program (iOS 18 ``ct.StateType``) lists its states in ``states``; every evaluation
+    then takes a ``MilState`` from ``make_state()``, reused across calls so the states carry over.
     """
 
     def __init__(self, program: Any, function_name: str = "main", *, emulate_fp16: bool = True) -> None:
@@ -168,16 +181,17 @@ class MilEvaluator:
         self.function_name = function_name
         self.emulate_fp16 = emulate_fp16
         self.precision = function_precision(self.function)
-        self.inputs = {name: self._spec(var) for name, var in self.function.inputs.items()}
-        self.outputs = [self._spec(var) for var in self.function.outputs]
+        inputs = self.function.inputs.items()
+        self.states = {name: self._spec(state_spec(var)) for name, var in inputs if is_state(var)}
+        self.inputs = {name: self._spec(var_spec(var)) for name, var in inputs if name not in self.states}
+        self.outputs = [self._spec(var_spec(var)) for var in self.function.outputs]
         self._consts: dict[str, Any] = {}
         self._const_vars: dict[str, Any] = {}  # name -> Var, for declared dtypes
         self._steps: list[_Step] = []
         with _one_blas_thread():
             self._plan()
 
-    def _spec(self, var: Any) -> VarSpec:
-        spec = var_spec(var)
+    def _spec(self, spec: VarSpec) -> VarSpec:
         return spec if self.emulate_fp16 or not spec.is_fp16 else replace(spec, dtype=np.dtype(np.float32))
 
     def _plan(self) -> None:
@@ -190,7 +204,7 @@ class MilEvaluator:
             args: list[tuple[str, Ref]] = []
             for name, var in op.inputs.items():
                 args.append((name, tuple(v.name for v in var) if isinstance(var, (tuple, list)) else var.name))
-            step = _Step(op, _resolve(op), args, [self._spec(v) for v in op.outputs])
+            step = _Step(op, _resolve(op), args, [self._spec(var_spec(v)) for v in op.outputs])
             refs = [r for _, ref in args for r in ((ref,) if isinstance(ref, str) else ref)]
             if all(r in self._consts for r in refs):
                 step.run(self._consts)  # constant: weights decompression, shape arithmetic
@@ -198,7 +212,23 @@ class MilEvaluator:
             else:
                 self._steps.append(step)
 
-    def _prepare(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def make_state(self) -> MilState:
+        """Zero-filled states for one stream (Core ML's ``MLModel.make_state()``)."""
+        return MilState(self.states)
+
+    def _bind_state(self, env: dict[str, Any], state: MilState | None) -> None:
+        """Put the stream's state buffers where ``read_state``/``coreml_update_state`` find them."""
+        if not self.states and state is None:
+            return
+        if state is None:
+            raise MilEvaluationError(f"the program is stateful (states {', '.join(self.states)}); "
+                                     "pass state=evaluator.make_state() and reuse it for every step of a stream")
+        if set(state.buffers) != set(self.states) or any(
+                b.spec.shape != self.states[n].shape for n, b in state.buffers.items()):
+            raise MilEvaluationError("the state was made for another program; use this evaluator's make_state()")
+        env.update(state.buffers)
+
+    def _prepare(self, inputs: Mapping[str, Any], state: MilState | None = None) -> dict[str, Any]:
         """Check names and shapes of the user's inputs and cast them to the declared dtypes."""
         expected = ", ".join(s.describe() for s in self.inputs.values())
         missing, extra = set(self.inputs) - set(inputs), set(inputs) - set(self.inputs)
@@ -213,11 +243,14 @@ class MilEvaluator:
                     "(evaluate one sample at a time, or convert with a flexible dimension such as ct.RangeDim)"
                 )
             env[name] = round_to_declared(value, spec)
+        self._bind_state(env, state)
         return env
 
-    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Evaluate the function; outputs are keyed by name, in their declared dtype."""
-        env = self._prepare(inputs)
+    def run(self, inputs: Mapping[str, Any], state: MilState | None = None) -> dict[str, np.ndarray]:
+        """Evaluate the function; outputs are keyed by name, in their declared dtype.
+
+        A stateful program reads and updates ``state`` in place (one ``MilState`` per stream)."""
+        env = self._prepare(inputs, state)
         with _one_blas_thread():
             for step in self._steps:
                 step.run(env)
@@ -225,11 +258,11 @@ class MilEvaluator:
 
     __call__ = run
 
-    def run_list(self, arrays: Sequence[Any]) -> list[np.ndarray]:
+    def run_list(self, arrays: Sequence[Any], state: MilState | None = None) -> list[np.ndarray]:
         """Positional form: inputs and outputs in the program's order (a parity ``Runner``)."""
         if len(arrays) != len(self.inputs):
             raise MilEvaluationError(f"got {len(arrays)} inputs; the program takes {len(self.inputs)}: {', '.join(self.inputs)}")
-        outputs = self.run(dict(zip(self.inputs, arrays)))
+        outputs = self.run(dict(zip(self.inputs, arrays)), state)
         return [outputs[spec.name] for spec in self.outputs]
 
     def constant(self, name: str) -> np.ndarray:
@@ -249,6 +282,7 @@ class MilEvaluator:
 
 
 def evaluate(program: Any, inputs: Mapping[str, Any], *, function_name: str = "main",
-             emulate_fp16: bool = True) -> dict[str, np.ndarray]:
-    """Run ``function_name`` of ``program`` (a program, an MLModel or an .mlpackage path) on ``inputs``."""
-    return MilEvaluator(program, function_name, emulate_fp16=emulate_fp16).run(inputs)
+             emulate_fp16: bool = True, state: MilState | None = None) -> dict[str, np.ndarray]:
+    """Run ``function_name`` of ``program`` (a program, an MLModel or an .mlpackage path) on ``inputs``
+    (and, for a stateful program, ``state``, which it updates)."""
+    return MilEvaluator(program, function_name, emulate_fp16=emulate_fp16).run(inputs, state)

@@ -61,6 +61,11 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
             continue
         if entry.graph not in graph_inputs:
             graph_inputs[entry.graph] = list(golden_reference(bundle, entry.graph).inputs[0])
+        if entry.variants:  # base + LoRA adapters in one artifact: each variant, and switching between them
+            from edgekit.lora.bench import bench_variants
+
+            results += bench_variants(bundle, entry, graph_inputs[entry.graph], threads=threads, warmup=warmup, runs=runs)
+            continue
         results.append(bench_artifact(entry.format, bundle / entry.file, graph_inputs[entry.graph],
                                       threads=threads, warmup=warmup, runs=runs))
     return results

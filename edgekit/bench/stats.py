@@ -50,3 +50,24 @@ def time_calls(fn: Callable[[], object], *, warmup: int, runs: int, threads: int
         fn()
         samples[i] = (time.perf_counter_ns() - start) / 1e6
     return LatencyStats.from_samples(samples, warmup=warmup, threads=threads)
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, runs: int, threads: int,
+                     block: int = 20, settle: int = 5) -> dict[str, LatencyStats]:
+    """Time several functions round-robin, ``block`` timed calls of each per round, so that a change in
+    machine load during the measurement reaches every function alike: the fair way to compare artifacts
+    on a shared host. Each block starts with ``settle`` untimed calls: runtimes' worker threads keep
+    spinning for a while after a call (ONNX Runtime, OpenMP) and would slow down the next runtime."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    while any(len(s) < runs for s in samples.values()):
+        for name, fn in fns.items():
+            for _ in range(settle):
+                fn()
+            for _ in range(min(block, runs - len(samples[name]))):
+                start = time.perf_counter_ns()
+                fn()
+                samples[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {name: LatencyStats.from_samples(s, warmup=warmup, threads=threads) for name, s in samples.items()}

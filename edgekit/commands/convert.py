@@ -31,6 +31,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="runtime threads while verifying (default 2)")
     p.add_argument("--lengths", default="",
                    help="sequence models: static lengths L of the prefill graphs, e.g. 256,1024 (default: the model's)")
+    lora = p.add_mutually_exclusive_group()
+    lora.add_argument("--adapter", metavar="ADAPTER",
+                      help="merge this LoRA adapter (folder or adapter.safetensors) into the checkpoint, then export")
+    lora.add_argument("--adapters", metavar="A,B,...",
+                      help="package the base and these LoRA adapters in one bundle with shared base weights "
+                           "(TFLite signatures, Core ML functions, ONNX + .onnx_adapter files)")
     p.add_argument("--npu", metavar="VENDOR:SOC",
                    help="also compile the TFLite artifact ahead of time for an NPU, e.g. qualcomm:SM8650")
     add_json_flag(p)
@@ -49,18 +55,20 @@ def parse_lengths(text: str) -> tuple[int, ...]:
     return lengths
 
 
-def default_bundle(model: str) -> Path:
+def default_bundle(model: str, variant: str = "") -> Path:
+    """``bundle`` beside the checkpoint (``bundle_<variant>`` for an adapted model)."""
     path = Path(model)
+    name = f"bundle_{variant}" if variant else "bundle"
     if path.is_dir():
-        return path.parent / "bundle"
+        return path.parent / name
     if path.name in ("model.safetensors", "meta.json"):
-        return path.parent.parent / "bundle"
+        return path.parent.parent / name
     return path.with_name(f"{path.stem}_bundle")
 
 
 @command("convert", "export a model to ONNX / TFLite / Core ML, verify each artifact, write a bundle", configure)
 def run(args: argparse.Namespace) -> int:
-    from edgekit.convert import convert_graphs
+    from edgekit.convert import convert_graphs, converted_entries
     from edgekit.converters import CONVERTERS
     from edgekit.progress import status
     from edgekit.report.table import CONVERT_COLUMNS, print_table
@@ -74,15 +82,29 @@ def run(args: argparse.Namespace) -> int:
     spec.check_options(args.accuracy_budget, args.qat)
     for fmt in formats:
         CONVERTERS.get(fmt).check_precision(spec)
-    source = load_source(args.model, labels=args.labels, meta=args.meta)
-    sources = graph_sources(source, parse_lengths(args.lengths))
-    references = [reference_for(s) for s in sources]
-    bundle = args.out or default_bundle(args.model)
+    if args.adapters:
+        return run_adapters(args, formats, spec)
+    if args.adapter:
+        from edgekit.lora.export import adapter_references, merged_source
+
+        source, adapter, ckpt = merged_source(args.model, args.adapter)
+        sources = graph_sources(source, parse_lengths(args.lengths))
+        references = adapter_references(sources, adapter, ckpt)
+    else:
+        source = load_source(args.model, labels=args.labels, meta=args.meta)
+        sources = graph_sources(source, parse_lengths(args.lengths))
+        references = [reference_for(s) for s in sources]
+    bundle = args.out or default_bundle(args.model, source.name if args.adapter else "")
     quant_options = {"calib": args.calib, "budget_points": args.accuracy_budget, "qat_epochs": args.qat,
                      "progress": status}
     manifest = convert_graphs(sources, formats, bundle, references, precision=spec, threads=args.threads,
                               quant_options=quant_options)
-    entries = [manifest.entry(fmt, s.graph) for s in sources for fmt in formats]
+    if args.adapter:  # record which adapter was merged into the weights
+        from edgekit.lora.package import adapter_summary
+
+        manifest.source["merged_adapter"] = adapter_summary(adapter)
+        manifest.save(bundle)
+    entries = converted_entries(manifest, sources, formats)  # with formats' extra graphs (Core ML step_stateful)
     if args.npu:
         from edgekit.npu import compile_bundle_for_npu
 
@@ -90,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"bundle": str(bundle), "artifacts": [e.to_dict() for e in entries]})
     else:
-        graphs = {s.graph for s in sources}
+        graphs = {e.graph for e in entries if e is not None}
         rows = [r for r in build_rows(manifest, []) if r["format"] in formats and r["graph"] in graphs]
         where = "; ".join(r.description for r in references)
         print_table(rows, f"{source.name} → {bundle} (verified on {where})", columns=CONVERT_COLUMNS)
@@ -118,3 +140,51 @@ def print_quant_summary(entries) -> None:
         kept = ", ".join(mixed["float_layers"]) or "none"
         print(f"mixed precision: budget {mixed['budget_points']} points, drop {mixed['drop_points']:.2f} points "
               f"on {mixed['evaluated_on']}; layers kept in float: {kept}")
+
+
+def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
+    """``--adapters A,B``: one bundle with the base and every adapter as selectable variants."""
+    from edgekit.errors import EdgekitError
+    from edgekit.lora.package import package_adapters
+    from edgekit.progress import status
+
+    unsupported = [flag for flag, given in (("--npu", args.npu), ("--calib", args.calib), ("--qat", args.qat),
+                                            ("--accuracy-budget", args.accuracy_budget is not None)) if given]
+    if unsupported:
+        raise EdgekitError(f"{unsupported[0]} does not apply to --adapters bundles; merge one adapter with --adapter")
+    paths = [p.strip() for p in args.adapters.split(",") if p.strip()]
+    bundle = args.out or default_bundle(args.model, "adapters")
+    manifest = package_adapters(args.model, paths, formats, bundle, precision=spec, threads=args.threads,
+                                lengths=parse_lengths(args.lengths))
+    entries = [e for e in manifest.artifacts if e.format in formats]
+    if args.json:
+        print_json({"bundle": str(bundle), "adapters": manifest.adapters, "artifacts": [e.to_dict() for e in entries]})
+    else:
+        print_adapter_bundle(entries)
+    status(f"bundle: {bundle}")
+    failed = [e for e in entries if e.status == "failed"]
+    for entry in failed:
+        print(f"edgekit: error: {entry.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def print_adapter_bundle(entries) -> None:
+    """Per artifact: size against the base alone; per variant: how to select it and its parity."""
+    from edgekit.lora.package import SIZE_GOAL
+
+    for e in entries:
+        if e.error:
+            print(f"{e.format}: failed: {e.error}")
+            continue
+        v = e.verification
+        print(f"{e.file}: {e.size_bytes:,} B = {v['size_ratio_vs_base']:.2f}x the base alone "
+              f"({v['base_size_bytes']:,} B; goal <= {SIZE_GOAL}x), {v['status']} by {v['method']}")
+        for var in e.variants:
+            r = var["verification"]
+            acc = f", accuracy {r['accuracy']:.2%}" if r.get("accuracy") is not None else ""
+            print(f"  {var['name']:<28} {_selection(var['select'])}: max |Δ| {r.get('max_abs_diff', float('nan')):.2g}"
+                  f"{acc} on {r.get('input_source', '')}")
+
+
+def _selection(select: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in select.items()) if any(select.values()) else "no adapter (defaults)"

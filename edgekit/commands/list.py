@@ -41,6 +41,14 @@ def _datasets() -> list[dict[str, str]]:
     return [{"name": n, "description": (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]} for n in DATASETS]
 
 
+@LISTINGS.register("domains")
+def _domains() -> list[dict[str, str]]:
+    from edgekit.lora.domains import DOMAINS
+
+    return [{"name": n, "description": f"{DOMAINS.get(n).description}; for {DOMAINS.get(n).task} models"}
+            for n in DOMAINS]
+
+
 @LISTINGS.register("augmentations")
 def _augmentations() -> list[dict[str, str]]:
     from edgekit.train.augment import AUGMENTATIONS

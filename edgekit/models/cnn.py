@@ -8,6 +8,14 @@ import torch
 from torch import nn
 
 from edgekit.models.base import EdgeModel, register_family
+from edgekit.registry import Registry
+
+# Activation after every convolution. ReLU quantizes best: each int8 backend fuses conv + ReLU
+# (PT2E annotates the pair as one, ONNX Runtime folds the ReLU into QLinearConv's output range),
+# whereas ReLU6 leaves a float Clip between a dequantize and a quantize in ONNX Runtime.
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
+ACTIVATIONS.register("relu")(nn.ReLU)
+ACTIVATIONS.register("relu6")(nn.ReLU6)
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,7 @@ class CNNConfig:
     # (out_channels, stride) of each depthwise-separable block, before `width`
     blocks: tuple = ((64, 2), (128, 1), (128, 2), (256, 1), (256, 1))
     dropout: float = 0.1  # before the classifier
+    activation: str = "relu6"  # a registered activation: "relu6" (as saved before this key) or "relu"
 
 
 def _channels(c: int, width: float) -> int:
@@ -27,15 +36,15 @@ def _channels(c: int, width: float) -> int:
 
 
 class DepthwiseSeparable(nn.Module):
-    """3x3 depthwise conv → BN → ReLU6 → 1x1 pointwise conv → BN → ReLU6."""
+    """3x3 depthwise conv → BN → act → 1x1 pointwise conv → BN → act."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, activation: str = "relu6") -> None:
         super().__init__()
         self.depthwise = nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False)
         self.bn1 = nn.BatchNorm2d(c_in)
         self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.act = nn.ReLU6()
+        self.act = ACTIVATIONS.get(activation)()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.depthwise(x)))  # (B, C_in, H/s, W/s)
@@ -53,12 +62,12 @@ class CompactCNN(EdgeModel):
         super().__init__(config)
         c = _channels(config.stem_channels, config.width)
         self.stem = nn.Sequential(
-            nn.Conv2d(config.in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU6()
+            nn.Conv2d(config.in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), ACTIVATIONS.get(config.activation)()
         )
         blocks = []
         for out, stride in config.blocks:
             out = _channels(out, config.width)
-            blocks.append(DepthwiseSeparable(c, out, stride))
+            blocks.append(DepthwiseSeparable(c, out, stride, config.activation))
             c = out
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(c, config.num_classes))

@@ -6,16 +6,21 @@ builds a ``prefill_L{L}`` graph per static length and one ``step`` graph, each w
 
 Step graph convention (what `edgekit generate` and apps rely on): inputs are (step input, *states),
 outputs are (outputs, *new states) in the same state order; new states are named ``<state>_out``.
+
+``StatefulStepGraph`` is the same step with some states held inside the module (buffers) instead:
+for runtimes with state objects (Core ML's ``MLState``); ``stream_reference`` is what it must compute.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgekit.models.base import ExportGraph
+from edgekit.verify.parity import ReferenceData
 
 MAX_PREFILL_SAMPLES = 32  # real windows per prefill graph used to verify artifacts (unlabelled, e.g. LM)
 MAX_LABELLED_SAMPLES = 400  # whole labelled test split up to this size (accuracy of each artifact)
@@ -42,6 +47,50 @@ class StepGraph(nn.Module):
 
     def forward(self, x_t: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model.step(x_t, *states)
+
+
+class StatefulStepGraph(nn.Module):
+    """forward(x_t, *explicit states) → (outputs, *new explicit states); the ``held`` states live in
+    buffers (zeros at first) that each call overwrites whole (``copy_``, never a slice)."""
+
+    def __init__(self, model: Any, held: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.held = tuple(held)
+        for name, state in zip(model.state_names, model.init_state(1)):
+            if name in self.held:
+                self.register_buffer(name, torch.zeros_like(state))
+
+    @property
+    def explicit(self) -> tuple[str, ...]:
+        """The states still passed in and returned (in ``state_names`` order)."""
+        return tuple(n for n in self.model.state_names if n not in self.held)
+
+    def forward(self, x_t: torch.Tensor, *explicit: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        given = dict(zip(self.explicit, explicit))
+        states = [getattr(self, n) if n in self.held else given[n] for n in self.model.state_names]
+        outputs, *new = self.model.step(x_t, *states)
+        for name, value in zip(self.model.state_names, new):
+            if name in self.held:
+                getattr(self, name).copy_(value)
+        return (outputs, *(v for n, v in zip(self.model.state_names, new) if n not in self.held))
+
+
+@torch.no_grad()
+def stream_reference(model: Any, window: torch.Tensor, steps: int, held: tuple[str, ...],
+                     description: str) -> ReferenceData:
+    """PyTorch's ``step`` with explicit states over the first ``steps`` inputs of ``window`` (1, …, L),
+    from zero states: sample t is (x_t, *explicit states) → [outputs, *new explicit states], in order."""
+    states = model.init_state(1)
+    inputs, outputs = [], []
+    for t in range(steps):
+        x_t = model.head.step_slice(window, t)
+        explicit = [s for n, s in zip(model.state_names, states) if n not in held]
+        out, *states = model.step(x_t, *states)
+        new = [s for n, s in zip(model.state_names, states) if n not in held]
+        inputs.append(tuple(np.asarray(v.numpy()) for v in (x_t, *explicit)))
+        outputs.append([np.asarray(v.numpy()) for v in (out, *new)])
+    return ReferenceData(inputs, outputs, None, description)
 
 
 def prefill_graph(model: Any, length: int) -> ExportGraph:

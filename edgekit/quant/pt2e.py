@@ -59,6 +59,8 @@ def make_quantizer(spec: QuantSpec):
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             model = super().annotate(model)
+            _skip_non_float(model)
+            _keep_conv1d_float(model)
             for name, node in layer_nodes(model).items():  # litert's module-name filter misreads torch 2.13 names
                 annotation = node.meta.get("quantization_annotation")
                 if annotation is not None and name in float_layers:
@@ -67,6 +69,33 @@ def make_quantizer(spec: QuantSpec):
             return model
 
     return _Quantizer().set_global(config)
+
+
+def _is_float(node: Any) -> bool:
+    value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return not isinstance(value, torch.Tensor) or value.dtype.is_floating_point
+
+
+def _skip_non_float(model: torch.fx.GraphModule) -> None:
+    """Drop quantization of integer and boolean edges (the SSM's causal masks feed a ``mul``): an int8
+    observer cannot histogram a bool tensor, and there is nothing to quantize there."""
+    for node in model.graph.nodes:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is None:
+            continue
+        for arg in [a for a in annotation.input_qspec_map if not _is_float(a)]:
+            annotation.input_qspec_map.pop(arg)
+        if not _is_float(node):
+            annotation.output_qspec = None
+
+
+def _keep_conv1d_float(model: torch.fx.GraphModule) -> None:
+    """Leave 1-D convolutions (the SSM's causal depthwise conv) in float. The LiteRT converter lowers a
+    conv1d to reshape → conv2d → reshape and then refuses its int8 form ("'tfl.reshape' op quantization
+    parameters violate the same scale constraint"); the conv is a few hundred MACs per step."""
+    for node in model.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.conv1d.default:
+            node.meta.pop("quantization_annotation", None)
 
 
 @dataclasses.dataclass

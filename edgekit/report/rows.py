@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from edgekit.artifact import EXPORTED, FAILED, VERIFIED, Manifest
@@ -22,7 +23,7 @@ def build_rows(manifest: Manifest | None, results: list[BenchResult], torch_accu
     entries = {e.file: e for e in manifest.artifacts} if manifest else {}
     rows = []
     for result in results:
-        entry = entries.get(result.artifact)
+        entry = entries.get(result.artifact) or _variant_entry(entries, result)
         graph = entry.graph if entry else result.extra.get("graph", "")
         rows.append(_row(result, entry, baselines.get(graph, baseline), torch_accuracy))
     bench_files = {r.artifact for r in results}
@@ -32,6 +33,16 @@ def build_rows(manifest: Manifest | None, results: list[BenchResult], torch_accu
                                          status=f"failed: {entry.error}" if entry.error else ""),
                              entry, baselines.get(entry.graph, baseline), None))
     return rows
+
+
+def _variant_entry(entries: dict, result: BenchResult):
+    """A multi-adapter artifact's row per variant (``file#variant``) shows that variant's verification."""
+    file, _, variant = result.artifact.partition("#")
+    entry = entries.get(file) if variant else None
+    if entry is None:
+        return None
+    found = next((v["verification"] for v in entry.variants if v["name"] == variant), entry.verification)
+    return dataclasses.replace(entry, verification=found)
 
 
 def _row(result: BenchResult, entry, baseline: BenchResult | None, torch_accuracy: float | None) -> dict[str, Any]:

@@ -75,7 +75,12 @@ def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, v
         info = conv.inspect(path)
         if "edgekit" not in info.metadata:
             return out | {"status": "failed", "reason": "edgekit metadata is not embedded"}
-        parity = verify_artifact(conv, path, reference, entry.precision, threads)
+        if entry.variants:  # base + LoRA adapters: every variant against its own golden file
+            from edgekit.lora.package import reverify
+
+            parity = reverify(bundle, entry, threads)
+        else:
+            parity = verify_artifact(conv, path, reference, entry.precision, threads)
     except EdgekitError as exc:
         return out | {"status": "failed", "reason": str(exc)}
     return out | {"status": parity["status"], "verification": parity}

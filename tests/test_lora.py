@@ -1,0 +1,193 @@
+"""LoRA: adapters improve a synthetic shift, refuse a foreign base, merge and package with shared weights."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekit.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.cli import main
+from edgekit.errors import EdgekitError
+from edgekit.lora import AdaptOptions, AdapterMismatchError, adapt_checkpoint, load_adapter
+from edgekit.lora.adapter import Adapter
+from edgekit.lora.fold import export_variant, fold_batchnorm
+from edgekit.lora.layers import inject_lora, lora_layers, lora_state_dict, merge_lora, resolve_targets
+
+FAST = AdaptOptions(steps=60, examples=120, lr=1e-2)  # a few seconds; enough to show a real improvement
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def adapters(checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """Two small adapters of the session checkpoint, one per synthetic digits shift."""
+    root = tmp_path_factory.mktemp("adapters")
+    made = {}
+    for domain in ("digits_inverted_rotated", "digits_mirrored_noisy"):
+        made[domain] = adapt_checkpoint(checkpoint, root / domain, domain=domain, options=FAST).path
+    return made
+
+
+def test_lora_layers_merge_and_fold_exactly():
+    """Merged weights and the BN-folded export form compute what the adapted model computes."""
+    from edgekit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn", {"blocks": [[16, 2], [32, 1]], "stem_channels": 8}).eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 1.5)
+    adapted = copy.deepcopy(model)
+    targets = inject_lora(adapted, resolve_targets(adapted, ["*"]), rank=4, alpha=8)
+    assert "blocks.0.depthwise" not in targets and "head.1" in targets  # depthwise convs are skipped
+    for layer in lora_layers(adapted).values():
+        layer.lora_B.weight.data.normal_(0, 0.1)
+    x = torch.randn(3, 1, 32, 32)
+    want = adapted(x)
+    adapter = Adapter(lora_state_dict(adapted), {"target_modules": targets, "rank": 4, "alpha": 8,
+                                                 "base_sha256": "-"}, Path("unused"))
+    folded, scales = fold_batchnorm(model)
+    variant = export_variant(folded, scales, adapter)
+    assert torch.allclose(variant(x), want, atol=1e-5)
+    assert variant.stem[0].base_layer.weight is folded.stem[0].weight  # base tensors shared, not copied
+    assert torch.allclose(merge_lora(copy.deepcopy(adapted))(x), want, atol=1e-5)
+    with pytest.raises(EdgekitError, match="match no Linear/Conv"):
+        resolve_targets(model, ["nothing.*"])
+
+
+def test_adapter_improves_accuracy_on_synthetic_shift(adapters):
+    for domain, path in adapters.items():
+        meta = json.loads((path / "adapter.json").read_text())
+        before, after = meta["before"]["accuracy"], meta["after"]["accuracy"]
+        assert after >= before + 0.30, (domain, before, after)
+        assert meta["base_sha256"] and meta["examples"] == FAST.examples and meta["steps"] == FAST.steps
+        assert 0 < meta["trainable_fraction"] < 0.15 and "synthetic" in meta["data_description"]
+        assert (path / "adapter.safetensors").is_file()
+
+
+def test_adapter_refuses_another_base(checkpoint, adapters, tmp_path, capsys):
+    ckpt = load_checkpoint(checkpoint)
+    other = copy.deepcopy(ckpt.model)
+    with torch.no_grad():
+        other.head[1].bias.add_(0.01)
+    other_path = save_checkpoint(other, tmp_path / "other", {k: v for k, v in ckpt.meta.items()
+                                                            if k not in ("family", "config", "weights_sha256")})
+    other_ckpt = load_checkpoint(other_path)
+    adapter = load_adapter(adapters["digits_inverted_rotated"])
+    with pytest.raises(AdapterMismatchError) as err:
+        adapter.applied_to(other_ckpt)
+    assert ckpt.sha256 in str(err.value) and other_ckpt.sha256 in str(err.value)
+    code, _, stderr = run_cli(capsys, "convert", other_path, "--adapter", adapter.path, "--to", "onnx",
+                              "--out", tmp_path / "b")
+    assert code == 1 and other_ckpt.sha256 in stderr and adapter.base_sha256 in stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_merged_adapter_export_parity(checkpoint, adapters, tmp_path, capsys):
+    path = adapters["digits_inverted_rotated"]
+    after = json.loads((path / "adapter.json").read_text())["after"]["accuracy"]
+    code, out, _ = run_cli(capsys, "convert", checkpoint, "--adapter", path, "--to", "onnx,tflite",
+                           "--out", tmp_path / "merged", "--json")
+    assert code == 0
+    for art in json.loads(out)["artifacts"]:
+        v = art["verification"]
+        assert art["status"] == "verified" and v["max_abs_diff"] < 1e-4
+        assert "digits_inverted_rotated test split" in v["input_source"]
+        assert v["accuracy"] == pytest.approx(after, abs=0.005)
+
+
+def test_multi_adapter_bundle(checkpoint, adapters, tmp_path, capsys):
+    bundle = tmp_path / "multi"
+    paths = ",".join(str(p) for p in adapters.values())
+    code, out, err = run_cli(capsys, "convert", checkpoint, "--adapters", paths, "--to", "onnx,tflite",
+                             "--out", bundle, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert [a["name"] for a in result["adapters"]] == list(adapters)
+    names = ["base", *adapters]
+    for art in result["artifacts"]:
+        assert art["status"] == "verified", art["error"]
+        assert [v["name"] for v in art["variants"]] == names
+        for v in art["variants"]:
+            assert v["verification"]["status"] == "passed" and v["verification"]["max_abs_diff"] < 1e-4
+        assert art["verification"]["size_ratio_vs_base"] <= 1.35
+        assert art["size_bytes"] == pytest.approx(art["verification"]["size_ratio_vs_base"]
+                                                  * art["verification"]["base_size_bytes"])
+    by_format = {a["format"]: a for a in result["artifacts"]}
+    assert by_format["tflite"]["variants"][1]["select"] == {"signature": "digits_inverted_rotated"}
+    adapter_files = [v["select"]["adapter_file"] for v in by_format["onnx"]["variants"][1:]]
+    assert all((bundle / f).is_file() and f.endswith(".onnx_adapter") for f in adapter_files)
+    assert (bundle / "golden.npz").is_file() and (bundle / "golden_digits_mirrored_noisy.npz").is_file()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["adapters"][0]["base_sha256"] == load_checkpoint(checkpoint).sha256
+
+    code, out, _ = run_cli(capsys, "verify", bundle, "--json")
+    assert code == 0 and {r["status"] for r in json.loads(out)["results"]} == {"passed"}
+    code, out, _ = run_cli(capsys, "bench", bundle, "--runs", "3", "--warmup", "1", "--json")
+    assert code == 0
+    rows = [r["artifact"] for r in json.loads(out)]
+    for fmt in ("onnx", "tflite"):
+        file = by_format[fmt]["file"]
+        assert {file, f"{file}#digits_inverted_rotated", f"{file}#digits_mirrored_noisy", f"{file}#switch"} <= set(rows)
+
+
+def test_adapt_cli_and_errors(checkpoint, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "adapt", checkpoint, "--domain", "digits_mirrored_noisy", "--steps", "2",
+                           "--examples", "8", "--rank", "2", "--targets", "head.*", "--out", tmp_path / "a", "--json")
+    assert code == 0
+    meta = json.loads(out)
+    assert meta["target_modules"] == ["head.1"] and meta["rank"] == 2 and meta["examples"] == 8
+    assert (tmp_path / "a" / "adapter.safetensors").is_file()
+    code, _, err = run_cli(capsys, "adapt", checkpoint, "--domain", "nope")
+    assert code == 1 and "digits_inverted_rotated" in err and "prose" in err
+    code, _, err = run_cli(capsys, "adapt", checkpoint, "--domain", "prose", "--steps", "1")
+    assert code == 1 and "byte_lm" in err
+    code, _, err = run_cli(capsys, "adapt", checkpoint, "--domain", "digits_mirrored_noisy", "--targets", "zzz*",
+                           "--out", tmp_path / "never")
+    assert code == 1 and "match no" in err and not (tmp_path / "never").exists()
+    code, out, _ = run_cli(capsys, "list", "domains")
+    assert code == 0 and "synthetic" in out
+
+
+def test_recipe_adapt_section_is_validated(tmp_path):
+    from edgekit.recipe import load_recipe
+
+    base = (Path(__file__).parents[1] / "recipes" / "cnn_digits.toml").read_text()
+    good = tmp_path / "good.toml"
+    good.write_text(base + '\n[adapt]\ndomain = "digits_inverted_rotated"\nsteps = 10\ntargets = ["head.*"]\n')
+    recipe = load_recipe(good)
+    assert recipe.adapt.enabled and recipe.adapt.targets == ("head.*",)
+    assert not load_recipe("cnn_digits").adapt.enabled
+    for body, fragment in (('domain = "nope"', "digits_inverted_rotated"), ("ranks = 4", "allowed keys"),
+                           ('domain = "prose"\ndata = "x.txt"', "not both"), ("steps = 0", "at least 1")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(base + f"\n[adapt]\n{body}\n")
+        with pytest.raises(EdgekitError, match=fragment):
+            load_recipe(bad)
+
+
+def test_run_recipe_with_adapt_step(tmp_path):
+    """`edgekit run` of a recipe with [adapt]: the adapter is trained, packaged with the base, benched."""
+    from edgekit.pipeline import run_pipeline
+    from edgekit.recipe import load_recipe
+
+    base = (Path(__file__).parents[1] / "recipes" / "cnn_digits.toml").read_text()
+    small = base.replace("epochs = 20", "epochs = 1").replace('formats = ["onnx", "tflite", "coreml"]', 'formats = ["onnx"]')
+    small = small.replace("warmup = 20", "warmup = 1").replace("runs = 200", "runs = 3")
+    recipe_path = tmp_path / "tiny.toml"
+    recipe_path.write_text(small + '\n[adapt]\ndomain = "digits_inverted_rotated"\nsteps = 3\nexamples = 16\n')
+    outcome = run_pipeline(load_recipe(recipe_path), tmp_path / "run")
+    assert outcome.ok, outcome.rows
+    report = outcome.report
+    assert report["adaptation"]["domain"] == "digits_inverted_rotated" and report["adaptation"]["steps"] == 3
+    assert (tmp_path / "run" / "adapters" / "digits_inverted_rotated" / "adapter.safetensors").is_file()
+    files = {r["artifact"] for r in outcome.rows}
+    assert {"cnn_digits_fp32_adapters.onnx", "cnn_digits_fp32_adapters.onnx#digits_inverted_rotated",
+            "cnn_digits_fp32_adapters.onnx#switch"} <= files
