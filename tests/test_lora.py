@@ -179,7 +179,8 @@ def test_run_recipe_with_adapt_step(tmp_path):
     from edgekit.recipe import load_recipe
 
     base = (Path(__file__).parents[1] / "recipes" / "cnn_digits.toml").read_text()
-    small = base.replace("epochs = 20", "epochs = 1").replace('formats = ["onnx", "tflite", "coreml"]', 'formats = ["onnx"]')
+    small = base.replace("epochs = 20", "epochs = 1")
+    small = small.replace('formats = ["onnx", "tflite", "coreml"]', 'formats = ["onnx"]')
     small = small.replace("warmup = 20", "warmup = 1").replace("runs = 200", "runs = 3")
     recipe_path = tmp_path / "tiny.toml"
     recipe_path.write_text(small + '\n[adapt]\ndomain = "digits_inverted_rotated"\nsteps = 3\nexamples = 16\n')

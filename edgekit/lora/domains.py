@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekit.checkpoint import Checkpoint
-from edgekit.data import Split, load_dataset
+from edgekit.data import Dataset, Split, load_dataset
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
@@ -101,7 +101,7 @@ def _shifted_images(shift: Callable[[torch.Tensor, torch.Generator], torch.Tenso
     return build
 
 
-def _base_dataset(checkpoint: Checkpoint):
+def _base_dataset(checkpoint: Checkpoint) -> Dataset:
     recipe = checkpoint.meta.get("recipe")
     if not recipe:
         raise EdgekitError(f"{checkpoint.path} has no recipe in its metadata; use --data with your own examples")

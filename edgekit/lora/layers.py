@@ -39,7 +39,8 @@ class LoraLayer(nn.Module):
     def __init__(self, base_layer: nn.Module, rank: int, alpha: float) -> None:
         super().__init__()
         if not is_supported(base_layer):
-            raise EdgekitError(f"LoRA cannot wrap {type(base_layer).__name__}; supported: Linear, Conv1d, Conv2d (groups=1)")
+            raise EdgekitError(f"LoRA cannot wrap {type(base_layer).__name__}; "
+                               "supported: Linear, Conv1d, Conv2d (groups=1)")
         self.base_layer = base_layer.requires_grad_(False)
         self.rank, self.alpha = rank, float(alpha)
         self.scaling = self.alpha / rank

@@ -4,9 +4,9 @@
 Each variant is converted (and quantized, for weight-only schemes) on its own first: coremltools
 refuses to quantize a multifunction model. Each function's program is then compacted: small
 constants (strides, pads) deduplicated and internal names shortened (``o12``/``v12``; the model's
-inputs and outputs keep theirs). On a small CNN the program text, not the weights, is what each
-extra function costs: ~25 kB per function before, ~16 kB after, against ~56 kB of fp32 LoRA weights. Apps pick a variant with
-``MLModelConfiguration.functionName = name``. On Linux every function is verified with edgekit's
+inputs and outputs keep theirs). On a small CNN the program text is a large part of what each
+extra function costs: ~25 kB per function before, ~16 kB after, beside ~28 kB of fp16 LoRA weights.
+Apps pick a variant with ``MLModelConfiguration.functionName = name``. On Linux every function is verified with edgekit's
 MIL reference evaluator (Core ML itself predicts only on macOS).
 """
 
@@ -86,20 +86,18 @@ class CoreMLPackager(Packager):
 
 
 def compact(mlmodel):
-    """The same ML program with small constants deduplicated and short internal op/variable names."""
+    """The same ML program with small constants deduplicated and short internal op/variable names
+    (inputs and outputs keep theirs; the renaming is the converter's own, ``coreml_quant._rename_block``)."""
     from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
     from coremltools.models.utils import _apply_graph_pass
 
+    from edgekit.converters.coreml_quant import _rename_block
+
     class _ShortNames(AbstractGraphPass):
         def apply(self, prog) -> None:
             for function in prog.functions.values():
-                keep = {v.name for v in function.outputs} | set(function.inputs)
-                for i, op in enumerate(function.operations):
-                    op.name = f"o{i}"
-                    for j, var in enumerate(op.outputs):
-                        if var.name not in keep:
-                            var.name = f"v{i}" if len(op.outputs) == 1 else f"v{i}_{j}"
+                _rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
 
     dedup = type(PASS_REGISTRY["common::const_deduplication"])()  # a private instance: the registry's is shared
     dedup.const_threshold = 1  # also strides, pads, groups: tiny, but one const op each per conv

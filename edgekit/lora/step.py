@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import EdgekitError
 
+if TYPE_CHECKING:
+    from edgekit.lora.train import AdaptResult
+    from edgekit.recipe import Recipe
 
-def adapt_step(recipe, checkpoint: Path, out: Path):
+
+def adapt_step(recipe: Recipe, checkpoint: Path, out: Path) -> AdaptResult:
     """Train the recipe's adapter into ``out/adapters/<name>``; returns the AdaptResult."""
     from edgekit.lora.adapter import safe_name
     from edgekit.lora.train import AdaptOptions, adapt_checkpoint
@@ -21,7 +25,8 @@ def adapt_step(recipe, checkpoint: Path, out: Path):
                             data=spec.data or None, options=options, name=name)
 
 
-def package_step(recipe, checkpoint: Path, adapter_path: Path, out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def package_step(recipe: Recipe, checkpoint: Path, adapter_path: Path,
+                 out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Package base + adapter into ``out/bundle_adapters`` for the recipe's formats that support its
     precision, bench every variant and switching; returns report rows and a report section."""
     from edgekit.bench.host import bench_bundle
