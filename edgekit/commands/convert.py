@@ -117,8 +117,15 @@ def run(args: argparse.Namespace) -> int:
         where = "; ".join(r.description for r in references)
         print_table(rows, f"{source.name} → {bundle} (verified on {where})", columns=CONVERT_COLUMNS)
         print_quant_summary([e for e in entries if e is not None])
+    return finish(bundle, entries)
+
+
+def finish(bundle, entries) -> int:
+    """Name the bundle, print each failed artifact's error; exit code 1 if any failed."""
+    from edgekit.progress import status
+
     status(f"bundle: {bundle}")
-    failed = [e for e in entries if e.status == "failed"]
+    failed = [e for e in entries if e is not None and e.status == "failed"]
     for entry in failed:
         print(f"edgekit: error: {entry.error}", file=sys.stderr)
     return 1 if failed else 0
@@ -146,7 +153,6 @@ def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
     """``--adapters A,B``: one bundle with the base and every adapter as selectable variants."""
     from edgekit.errors import EdgekitError
     from edgekit.lora.package import package_adapters
-    from edgekit.progress import status
 
     unsupported = [flag for flag, given in (("--npu", args.npu), ("--calib", args.calib), ("--qat", args.qat),
                                             ("--accuracy-budget", args.accuracy_budget is not None)) if given]
@@ -161,11 +167,7 @@ def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
         print_json({"bundle": str(bundle), "adapters": manifest.adapters, "artifacts": [e.to_dict() for e in entries]})
     else:
         print_adapter_bundle(entries)
-    status(f"bundle: {bundle}")
-    failed = [e for e in entries if e.status == "failed"]
-    for entry in failed:
-        print(f"edgekit: error: {entry.error}", file=sys.stderr)
-    return 1 if failed else 0
+    return finish(bundle, entries)
 
 
 def print_adapter_bundle(entries) -> None:
