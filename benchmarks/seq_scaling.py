@@ -27,6 +27,7 @@ from edgekit.models import create_model
 
 FORMATS = ("onnx", "tflite")
 ATTENTION_BYTES_LIMIT = 2 * 2**30  # skip Transformer prefills whose attention scores need more than this
+STEP_RUNS = 300  # a step takes ~0.1 ms: time many more calls than a prefill for a stable median
 # config key that must hold the sequence length (the Transformer's KV cache has a fixed number of slots)
 CONTEXT_KEY = {"transformer": "max_context"}
 
@@ -65,9 +66,10 @@ def sweep(configs: dict[str, dict], args: argparse.Namespace, folder: Path, memo
                     model = build(family, config, n)
                     g = graph(model, kind)
                     row["params"] = sum(p.numel() for p in model.parameters())
-                    row["pytorch"] = torch_latency(g, threads=args.threads, warmup=5, runs=args.runs)
+                    runs = args.runs if kind == "prefill" else max(args.runs, STEP_RUNS)
+                    row["pytorch"] = torch_latency(g, threads=args.threads, warmup=5, runs=runs)
                     for fmt in FORMATS:
-                        row[fmt] = measure_graph(g, fmt, folder, threads=args.threads, warmup=2, runs=args.runs,
+                        row[fmt] = measure_graph(g, fmt, folder, threads=args.threads, warmup=5, runs=runs,
                                                  memory=memory and kind == "step")
                 rows.append(row)
                 print(_line(row), flush=True)
