@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.io import atomic_output, sha256_path
+from edgekit.io import atomic_output, folder_holding, sha256_path
 from edgekit.models import EdgeModel, config_to_dict, create_model
 
 WEIGHTS, META = "model.safetensors", "meta.json"
@@ -51,10 +51,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    directory = Path(path)
-    if directory.is_file() and directory.name in (WEIGHTS, META):
-        directory = directory.parent
-    if not (directory / META).is_file() or not (directory / WEIGHTS).is_file():
+    directory = folder_holding(path, WEIGHTS, META)
+    if directory is None:
         raise EdgekitError(f"{path} is not an edgekit checkpoint (expected a folder with {WEIGHTS} and {META})")
     try:
         meta = json.loads((directory / META).read_text())

@@ -60,3 +60,12 @@ def size_bytes(path: str | Path) -> int:
     """Size of a file, or the total size of a folder's files."""
     path = Path(path)
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def folder_holding(path: str | Path, *names: str) -> Path | None:
+    """The folder ``path`` names (or that holds the file ``path`` names, if it is one of ``names``) when
+    every one of ``names`` is a file in it; None otherwise. Checkpoints and adapters are such folders."""
+    directory = Path(path)
+    if directory.is_file() and directory.name in names:
+        directory = directory.parent
+    return directory if all((directory / n).is_file() for n in names) else None

@@ -16,7 +16,7 @@ import torch
 
 from edgekit.checkpoint import Checkpoint
 from edgekit.errors import EdgekitError
-from edgekit.io import atomic_output, sha256_path
+from edgekit.io import atomic_output, folder_holding, sha256_path
 from edgekit.lora.layers import inject_lora, load_lora_state, merge_lora
 
 WEIGHTS, META = "adapter.safetensors", "adapter.json"
@@ -90,10 +90,8 @@ def load_adapter(path: str | Path) -> Adapter:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    directory = Path(path)
-    if directory.is_file() and directory.name in (WEIGHTS, META):
-        directory = directory.parent
-    if not (directory / WEIGHTS).is_file() or not (directory / META).is_file():
+    directory = folder_holding(path, WEIGHTS, META)
+    if directory is None:
         raise EdgekitError(f"{path} is not an edgekit adapter (expected a folder with {WEIGHTS} and {META}; "
                            "make one with `edgekit adapt`)")
     try:
