@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.converters._quiet import quiet
+from edgekit.converters.tflite_flatbuffer import pack_model
 from edgekit.converters.base import (
     ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
     register_converter,
@@ -92,10 +93,9 @@ def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
 def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """Finish the flatbuffer: add a ``metadata`` entry named ``edgekit`` holding the JSON (its I/O
     entries corrected to the graph's real dtypes and int8 scale/zero point) and shorten internal
-    tensor names (the converter writes the whole PyTorch module path into each)."""
+    tensor names (the converter writes the whole PyTorch module path into each). Identical numeric
+    vectors (per-channel zero points above all) are written once (:mod:`tflite_flatbuffer`)."""
     schema = require("ai_edge_litert.schema_py_generated", "tflite")
-    import flatbuffers
-
     model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
     if any((b.offset or 0) > 1 for b in model.buffers or []):
         raise EdgekitError(f"{path}: buffers stored outside the flatbuffer; cannot embed metadata")
@@ -110,9 +110,7 @@ def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
-    builder = flatbuffers.Builder(path.stat().st_size + 65536)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(builder.Output())
+    path.write_bytes(pack_model(model, path.stat().st_size))
 
 
 def _io_entries(schema: Any, subgraph: Any, indices: Any, entries: list[dict]) -> list[dict]:
