@@ -189,3 +189,31 @@ def test_tflite_flatbuffer_shares_identical_vectors(tmp_path):
     assert (back.buffers[1].data == model.buffers[1].data).all()
     offset = schema.Model.GetRootAs(shared, 0).Buffers(1).DataAsNumpy().ctypes.data - np.frombuffer(shared, np.uint8).ctypes.data
     assert offset % 16 == 0  # constant data aligned as the LiteRT converter writes it
+
+
+def test_int8_tflite_with_an_output_that_also_feeds_a_layer_through_dropout(tmp_path):
+    """An eval-mode dropout between a graph output and the layer it feeds used to leave two int8
+    quantizations of one tensor, which the LiteRT converter refuses (the SSM classifier's mean)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.quant.pt2e import export_graph, prepare_quant
+
+    class MeanThenClassify(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj, self.drop, self.classifier = torch.nn.Linear(6, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mean = self.proj(x).mean(1)
+            return self.classifier(self.drop(mean)), mean
+
+    torch.manual_seed(0)
+    model = MeanThenClassify().eval()
+    source = ModelSource("mean", model, (torch.randn(1, 10, 6),), ("x",), ("logits", "mean"), "0" * 64, "m", "pt2")
+    assert "dropout" not in str(export_graph(source).graph)
+    prepared = prepare_quant(source, QuantSpec.parse("int8"), [(torch.randn(1, 10, 6),) for _ in range(8)])
+    path = tmp_path / "mean_int8.tflite"
+    CONVERTERS.get("tflite").export(source, path, "int8", {}, prepared=prepared)
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    assert len(interp.get_output_details()) == 2

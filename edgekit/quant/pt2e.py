@@ -127,8 +127,23 @@ class PreparedQuant:
 
 
 def export_graph(source: ModelSource) -> torch.fx.GraphModule:
-    """The model as a torch.export graph module (batch 1, eval mode)."""
-    return torch.export.export(source.module.eval(), source.example_inputs).module()
+    """The model as a torch.export graph module (batch 1, eval mode), eval-mode dropouts removed."""
+    gm = torch.export.export(source.module.eval(), source.example_inputs).module()
+    _drop_eval_dropouts(gm)
+    return gm
+
+
+def _drop_eval_dropouts(gm: torch.fx.GraphModule) -> None:
+    """Remove ``aten.dropout(x, p, train=False)`` (an identity torch.export keeps). Left in, it sits
+    between two int8 edges of the same value; when that value is also a graph output (the SSM
+    classifier's running mean) the LiteRT converter finds two quantizations of one tensor and fails
+    ("type of return operand … doesn't match function result type")."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.dropout.default and not node.args[2]:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
 
 
 @torch.no_grad()
