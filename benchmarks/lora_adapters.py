@@ -1,12 +1,12 @@
 """Measure LoRA specialization on a checkpoint: adapters per domain, merged and shared-base bundles.
 
     python benchmarks/lora_adapters.py CHECKPOINT [--domains digits_inverted_rotated,digits_mirrored_noisy]
-        [--formats onnx,tflite,coreml] [--precision fp32] [--rank 8] [--steps 300] [--examples 200]
+        [--formats onnx,tflite,coreml] [--precisions fp32,int8-weight] [--rank 8] [--steps 300] [--examples 200]
         [--out benchmarks/results/lora.json]
 
 Trains one adapter per domain (metric before/after, trainable fraction, seconds), packages base +
-all adapters per format (size vs the base alone, parity of every variant) and times each variant
-and adapter switching. Writes JSON; asserts nothing.
+all adapters per format and precision (size vs the base alone written the same way, parity of every
+variant) and times each variant and adapter switching. Writes JSON; asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--domains", default="digits_inverted_rotated,digits_mirrored_noisy")
     parser.add_argument("--formats", default="onnx,tflite,coreml")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precisions", default="fp32,int8-weight")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--targets", default="")
     parser.add_argument("--steps", type=int, default=300)
@@ -51,25 +51,29 @@ def main() -> None:
                                                          "after", "trainable_fraction", "train_seconds", "examples")})
             print(f"{domain}: {m['metric']} {m['before'][m['metric']]:.4f} → {m['after'][m['metric']]:.4f} "
                   f"({m['trainable_fraction']:.2%} trainable, {m['train_seconds']:.0f} s)")
-        bundle = Path(tmp) / "bundle"
-        manifest = package_adapters(args.checkpoint, paths, args.formats.split(","), bundle, precision=args.precision)
-        for e in manifest.artifacts:
-            v = e.verification
-            result["artifacts"].append({"file": e.file, "status": e.status, "error": e.error, "size_bytes": e.size_bytes,
-                                        "base_size_bytes": v.get("base_size_bytes"),
-                                        "size_ratio_vs_base": v.get("size_ratio_vs_base"),
-                                        "variants": [{"name": x["name"], "select": x["select"],
-                                                      **{k: x["verification"].get(k) for k in
-                                                         ("status", "method", "max_abs_diff", "accuracy")}}
-                                                     for x in e.variants]})
-            if e.file:
-                print(f"{e.file}: {e.size_bytes:,} B, {v['size_ratio_vs_base']:.2f}x base")
-        rows = bench_bundle(bundle, manifest, list(golden_reference(bundle, manifest.artifacts[0].graph).inputs[0]),
-                            threads=2, warmup=20, runs=200)
-        result["bench"] = [r.to_dict() for r in rows]
+        for precision in args.precisions.split(","):
+            bundle = Path(tmp) / f"bundle_{precision}"
+            manifest = package_adapters(args.checkpoint, paths, args.formats.split(","), bundle, precision=precision)
+            result["artifacts"] += [_artifact_row(e) for e in manifest.artifacts]
+            for e in manifest.artifacts:
+                print(f"{e.file}: {e.size_bytes:,} B, {e.verification['size_ratio_vs_base']:.2f}x base" if e.file
+                      else f"{e.format} {precision}: {e.error}")
+            rows = bench_bundle(bundle, manifest, list(golden_reference(bundle, manifest.artifacts[0].graph).inputs[0]),
+                                threads=2, warmup=20, runs=200)
+            result["bench"] += [r.to_dict() for r in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.out}")
+
+
+def _artifact_row(e) -> dict:
+    v = e.verification or {}
+    return {"file": e.file, "format": e.format, "precision": e.precision, "status": e.status, "error": e.error,
+            "size_bytes": e.size_bytes, "base_size_bytes": v.get("base_size_bytes"),
+            "size_ratio_vs_base": v.get("size_ratio_vs_base"),
+            "variants": [{"name": x["name"], "select": x["select"],
+                          **{k: x["verification"].get(k) for k in ("status", "method", "max_abs_diff", "accuracy")}}
+                         for x in e.variants or []]}
 
 
 if __name__ == "__main__":

@@ -57,17 +57,17 @@ def short_names_pipeline():
         class _ShortNames(AbstractGraphPass):
             def apply(self, prog) -> None:
                 for function in prog.functions.values():
-                    _rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
+                    rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
 
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.append_pass(_SHORT_NAMES_PASS)
     return pipeline
 
 
-def _rename_block(block: Any, keep: set[str], counter: list[int]) -> None:
+def rename_block(block: Any, keep: set[str], counter: list[int]) -> None:
     for op in block.operations:
         for inner in op.blocks:
-            _rename_block(inner, keep, counter)
+            rename_block(inner, keep, counter)
         op.name = f"o{counter[0]}"
         for value in op.outputs:
             if value.name not in keep:

@@ -41,7 +41,7 @@ class OnnxConverter(Converter):
             raise
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
-        _embed_metadata(path, metadata)
+        embed_metadata(path, metadata)
 
     def inspect(self, path: Path) -> ArtifactInfo:
         onnx = require("onnx", self.extra)
@@ -104,6 +104,22 @@ def _int8_static(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any
     onnx.save(model, str(path))
 
 
+@QUANT.register(Scheme.INT8_WEIGHT)
+def _int8_weight(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any) -> None:
+    """The fp32 graph with int8 weights behind DequantizeLinear (float compute; onnx_weights)."""
+    import onnx
+
+    from edgekit.converters.onnx_weights import quantize_weights_int8
+
+    _fp32(source, path, spec, None)
+    model = onnx.load(str(path))
+    if not quantize_weights_int8(model):
+        raise EdgekitError("onnx int8-weight: the graph has no Conv/Gemm/MatMul weight initializers to quantize")
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
+
+
 @QUANT.register(Scheme.INT8_DYNAMIC)
 def _int8_dynamic(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any) -> None:
     """ONNX Runtime dynamic quantization of the fp32 graph (int8 weights, activations scaled per call)."""
@@ -118,7 +134,7 @@ def _int8_dynamic(source: ModelSource, path: Path, spec: QuantSpec, prepared: An
                          per_channel=spec.granularity.value == "per-channel")
 
 
-def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
+def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """Store the metadata as ONNX ``metadata_props`` (``edgekit`` JSON, ``labels`` JSON list)."""
     import onnx
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from edgekit.converters._quiet import quiet
 from edgekit.converters.tflite_flatbuffer import pack_model
+from edgekit.converters.tflite_weights import quantize_weights
 from edgekit.converters.base import (
     ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
     register_converter,
@@ -41,7 +43,7 @@ class TFLiteConverter(Converter):
         except Exception as exc:
             op = _first_unlowered_op(source)
             raise (UnsupportedOpError(op, self.name) if op else conversion_error(self.name, exc)) from exc
-        _embed_metadata(path, metadata)
+        embed_metadata(path, metadata)
 
     def inspect(self, path: Path) -> ArtifactInfo:
         interpreter = _load_interpreter(path, threads=1)
@@ -74,6 +76,25 @@ def _fp32(source: ModelSource, spec: QuantSpec, prepared: Any):
     return require("litert_torch", "tflite").convert(source.module, source.example_inputs)
 
 
+@QUANT.register(Scheme.INT8_WEIGHT)
+@QUANT.register(Scheme.INT4_WEIGHT)
+def _weight_only(source: ModelSource, spec: QuantSpec, prepared: Any):
+    """The float model, its weights then quantized by ai-edge-quantizer (float compute)."""
+    return WeightOnly(_fp32(source, spec, prepared), spec)
+
+
+@dataclass
+class WeightOnly:
+    """An edge model whose ``export`` writes the float flatbuffer, then quantizes its weights."""
+
+    model: Any
+    spec: QuantSpec
+
+    def export(self, path: str) -> None:
+        self.model.export(path)
+        quantize_weights(Path(path), self.spec)
+
+
 @QUANT.register(Scheme.INT8_STATIC)
 @QUANT.register(Scheme.INT8_DYNAMIC)
 def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
@@ -90,7 +111,7 @@ def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
     return litert_torch.convert(graph, source.example_inputs, quant_config=QuantConfig(pt2e_quantizer=prepared.quantizer))
 
 
-def _embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
+def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """Finish the flatbuffer: add a ``metadata`` entry named ``edgekit`` holding the JSON (its I/O
     entries corrected to the graph's real dtypes and int8 scale/zero point) and shorten internal
     tensor names (the converter writes the whole PyTorch module path into each). Identical numeric

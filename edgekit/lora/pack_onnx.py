@@ -1,5 +1,6 @@
 """ONNX: one .onnx whose LoRA weights are graph inputs with zero initializers of the same name (so the
-default is the base model), and one ``.onnx_adapter`` per adapter holding those weights.
+default is the base model; stored sparse, they cost a few bytes), and one ``.onnx_adapter`` per adapter
+holding those weights. Weight-only int8 bundles hold base and LoRA weights as int8 + per-channel scales.
 
 An app loads the model once and each adapter once (``onnxruntime.LoraAdapter``) and picks one per
 call: ``RunOptions.add_active_adapter(adapter)``; with no active adapter the zeros give the base.
@@ -18,7 +19,7 @@ from edgekit.converters.base import Runner, RunnerUnavailable, conversion_error
 from edgekit.errors import EdgekitError, require
 from edgekit.lora.layers import lora_layers
 from edgekit.lora.pack_base import Packager, VariantGraph, Written, register_packager
-from edgekit.quant.spec import QuantSpec
+from edgekit.quant.spec import QuantSpec, Scheme
 
 ADAPTER_SUFFIX = ".onnx_adapter"
 
@@ -39,6 +40,8 @@ def lora_weights(variant: VariantGraph) -> dict[str, np.ndarray]:
 @register_packager("onnx")
 class OnnxPackager(Packager):
     suffix = ".onnx"
+    # int8-weight: base weights and every adapter's LoRA weights int8 per output channel (DequantizeLinear)
+    schemes = ("fp32", "int8-weight")
 
     def check(self, spec: QuantSpec, variants: list[VariantGraph]) -> None:
         super().check(spec, variants)
@@ -51,7 +54,7 @@ class OnnxPackager(Packager):
         require("onnxscript", "onnx")
         import torch
 
-        from edgekit.converters.onnx import _embed_metadata
+        from edgekit.converters.onnx import embed_metadata
 
         adapted = [v for v in variants if v.adapter is not None]
         template = adapted[0] if adapted else variants[0]
@@ -65,7 +68,10 @@ class OnnxPackager(Packager):
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
         _expose_lora_inputs(path, lora_weights(template) if adapted else {})
-        _embed_metadata(path, metadata)
+        int8 = spec.scheme is Scheme.INT8_WEIGHT
+        if int8:
+            _quantize_weights(path, lora_weights(template) if adapted else {})
+        embed_metadata(path, metadata)
         select: dict[str, dict[str, Any]] = {}
         side = []
         for v in variants:
@@ -73,7 +79,7 @@ class OnnxPackager(Packager):
                 select[v.name] = {"adapter_file": None}
                 continue
             target = adapter_file(path, v.name)
-            _write_adapter(target, lora_weights(v))
+            _write_adapter(target, _int8_lora(lora_weights(v)) if int8 else lora_weights(v))
             select[v.name] = {"adapter_file": target.name}
             side.append(target)
         return Written(select, side)
@@ -115,10 +121,10 @@ class OnnxPackager(Packager):
 
 
 def _expose_lora_inputs(path: Path, weights: dict[str, np.ndarray]) -> None:
-    """Zero every LoRA initializer and declare it a graph input of the same name (an overridable default);
-    drop the exporter's per-node provenance (as the int8 export does) from every graph, base alone too."""
+    """Declare every LoRA weight a graph input whose default is zeros (a sparse initializer with no
+    non-zero values: a few bytes however large the weight); drop the exporter's per-node provenance
+    (as the int8 export does) from every graph, base alone too."""
     import onnx
-    from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {init.name: init for init in model.graph.initializer}
@@ -127,13 +133,59 @@ def _expose_lora_inputs(path: Path, weights: dict[str, np.ndarray]) -> None:
         raise EdgekitError(f"the ONNX exporter renamed or folded LoRA weight {missing[0]!r}; "
                            "it cannot be exposed as an adapter input")
     for name, value in weights.items():
-        init = inits[name]
-        if tuple(init.dims) != value.shape:
-            raise EdgekitError(f"ONNX LoRA weight {name} has shape {tuple(init.dims)}; expected {value.shape}")
-        init.CopyFrom(numpy_helper.from_array(np.zeros_like(value), name))
-        model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(value.shape)))
+        if tuple(inits[name].dims) != value.shape:
+            raise EdgekitError(f"ONNX LoRA weight {name} has shape {tuple(inits[name].dims)}; expected {value.shape}")
+        model.graph.initializer.remove(inits[name])
+        _add_zero_input(model.graph, name, value)
     for node in model.graph.node:  # per-node exporter provenance: large and not needed
         del node.metadata_props[:]
+    onnx.save(model, str(path))
+
+
+def _add_zero_input(graph: Any, name: str, like: np.ndarray) -> None:
+    """A graph input ``name`` shaped and typed like ``like``, defaulting to all zeros (a sparse
+    initializer; a scalar, which cannot be sparse, a dense one)."""
+    import onnx
+    from onnx import numpy_helper
+
+    if like.ndim == 0:
+        graph.initializer.append(numpy_helper.from_array(np.zeros_like(like), name))
+    else:
+        values = numpy_helper.from_array(np.zeros(0, like.dtype), name)
+        indices = numpy_helper.from_array(np.zeros(0, np.int64), f"{name}_indices")
+        graph.sparse_initializer.append(onnx.helper.make_sparse_tensor(values, indices, list(like.shape)))
+    graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(like.dtype),
+                                                          list(like.shape)))
+
+
+def _int8_lora(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each LoRA weight as ``<name>_int8`` (int8) + ``<name>_scale`` (one float: per-channel scales of
+    ``lora_B`` would cost a third of its int8 values on rank 8)."""
+    from edgekit.converters.onnx_weights import symmetric_int8
+
+    out = {}
+    for name, value in weights.items():
+        out[f"{name}_int8"], out[f"{name}_scale"] = symmetric_int8(value, None)
+    return out
+
+
+def _quantize_weights(path: Path, lora: dict[str, np.ndarray]) -> None:
+    """int8 base weights, and each LoRA input split into an int8 input and a scale input that a
+    DequantizeLinear turns back into the float weight (both default to zeros: the base)."""
+    import onnx
+
+    from edgekit.converters.onnx_weights import quantize_weights_int8
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    quantize_weights_int8(model, skip=set(lora))
+    for name, value in _int8_lora(lora).items():
+        _add_zero_input(graph, name, value)
+    for name in lora:
+        graph.sparse_initializer.remove(next(i for i in graph.sparse_initializer if i.values.name == name))
+        graph.input.remove(next(i for i in graph.input if i.name == name))
+        graph.node.insert(0, onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
+                                                   name=f"{name}_dequantize"))
     onnx.save(model, str(path))
 
 

@@ -1,7 +1,8 @@
 """TFLite/LiteRT: one .tflite with one signature per variant (``litert_torch.signature`` chained).
 
 The converter stores each distinct constant once, so the folded base weights that every signature
-uses appear once and each adapter adds only its lora_A/lora_B tensors. Apps pick a variant with
+uses appear once and each adapter adds only its lora_A/lora_B tensors. Weight-only int8/int4 bundles
+quantize the written file with ai-edge-quantizer, which quantizes a shared constant once. Apps pick a variant with
 ``interpreter.get_signature_runner(name)`` (Kotlin: ``interpreter.runSignature(inputs, outputs, name)``).
 """
 
@@ -29,10 +30,13 @@ def _index(name: str) -> int:
 @register_packager("tflite")
 class TFLitePackager(Packager):
     suffix = ".tflite"
+    # weight-only schemes quantize the written file (ai-edge-quantizer): shared base weights stay shared
+    schemes = ("fp32", "int8-weight", "int4-weight")
 
     def write(self, variants: list[VariantGraph], path: Path, spec: QuantSpec, metadata: dict[str, Any]) -> Written:
         litert_torch = require("litert_torch", "tflite")
-        from edgekit.converters.tflite import _embed_metadata
+        from edgekit.converters.tflite import embed_metadata
+        from edgekit.converters.tflite_weights import RECIPES, quantize_weights
 
         try:
             with quiet():
@@ -41,11 +45,13 @@ class TFLitePackager(Packager):
                 for v in rest:
                     converter = converter.signature(v.name, v.source.module, v.source.example_inputs)
                 converter.convert().export(str(path))
+                if spec.scheme.value in RECIPES:
+                    quantize_weights(path, spec)
         except EdgekitError:
             raise
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
-        _embed_metadata(path, metadata)
+        embed_metadata(path, metadata)
         return Written({v.name: {"signature": v.name} for v in variants})
 
     def _interpreter(self, path: Path, threads: int):
