@@ -20,6 +20,11 @@ from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec
 METADATA_KEY = "edgekit"
 ORT_WEIGHT_QMAX = 63  # 7-bit int8 weights: ORT's x86 int8 convolutions saturate with full-range weights
 QUANT: QuantMethods = QuantMethods("onnx")  # scheme → fn(source, path, spec, prepared) writing the .onnx
+SESSION_CONFIG_KEY = "onnxruntime_session_config"  # metadata entry: session config an app should set
+# precision → ONNX Runtime session config entries stored in the model for apps (and applied by the runner).
+# Weight-only int8: let ORT fold each DequantizeLinear of an int8 weight into a float weight when the
+# session loads; by default it keeps them (for QDQ fusion) and dequantizes on every call (2.7x slower).
+SESSION_CONFIG: dict[str, dict[str, str]] = {"int8-weight": {"session.disable_quant_qdq": "1"}}
 
 
 @register_converter("onnx")
@@ -59,10 +64,7 @@ class OnnxConverter(Converter):
 
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
         ort = require("onnxruntime", self.extra)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = session_options(path, threads)
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -134,14 +136,34 @@ def _int8_dynamic(source: ModelSource, path: Path, spec: QuantSpec, prepared: An
                          per_channel=spec.granularity.value == "per-channel")
 
 
+def session_options(path: Path, threads: int):
+    """ONNX Runtime session options for the model at ``path``: ``threads`` intra-op threads, quiet, and
+    the session config entries its metadata asks for (``SESSION_CONFIG``)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # unreadable: InferenceSession reports it
+        props = {}
+    for key, value in json.loads(props.get(SESSION_CONFIG_KEY, "{}")).items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
 def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    """Store the metadata as ONNX ``metadata_props`` (``edgekit`` JSON, ``labels`` JSON list)."""
+    """Store the metadata as ONNX ``metadata_props`` (``edgekit`` JSON, ``labels`` JSON list, and the
+    session config entries the precision needs)."""
     import onnx
 
     model = onnx.load(str(path))
     entries = {METADATA_KEY: json.dumps(metadata)}
     if metadata.get("labels"):
         entries["labels"] = json.dumps(metadata["labels"])
+    if metadata.get("precision") in SESSION_CONFIG:
+        entries[SESSION_CONFIG_KEY] = json.dumps(SESSION_CONFIG[metadata["precision"]])
     onnx.helper.set_model_props(model, entries)
     model.producer_name, model.producer_version = "edgekit", str(metadata.get("edgekit_version", ""))
     onnx.save(model, str(path))

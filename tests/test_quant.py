@@ -239,6 +239,8 @@ def test_weight_only_int8_and_int4_in_onnx_and_tflite(capsys, checkpoint, bundle
     conv_weights = {n.input[1] for n in graph.node if n.op_type == "Conv"}
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8}
     assert conv_weights and conv_weights <= dequantized  # every conv weight comes from int8
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "int8-weight" / "cnn_digits_int8-weight.onnx")).metadata_props}
+    assert json.loads(props["onnxruntime_session_config"]) == {"session.disable_quant_qdq": "1"}  # fold at load
     # int8: every conv/linear weight (11); int4: ai-edge-quantizer's recipe leaves the 5 small depthwise kernels float
     for scheme, dequantized_weights in (("int8-weight", 11), ("int4-weight", 6)):
         interp = Interpreter(model_path=str(tmp_path / scheme / f"cnn_digits_{scheme}.tflite"))

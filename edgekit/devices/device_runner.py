@@ -44,6 +44,11 @@ def _onnxruntime(path, threads, rng):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    config = json.loads(sess.get_modelmeta().custom_metadata_map.get("onnxruntime_session_config", "{}"))
+    if config:  # what the model's metadata asks apps to set (int8-weight: fold int8 weights at load)
+        for key, value in config.items():
+            opts.add_session_config_entry(key, value)
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}

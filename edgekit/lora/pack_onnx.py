@@ -90,8 +90,9 @@ class OnnxPackager(Packager):
     def switcher(self, path: Path, threads: int, only: str | None = None):
         """One session; each variant's adapter is loaded once and activated per call."""
         ort = require("onnxruntime", "onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
+        from edgekit.converters.onnx import session_options
+
+        options = session_options(path, threads)
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
