@@ -34,8 +34,20 @@ def quantize_weights(path: Path, spec: QuantSpec) -> None:
                                         getattr(recipe_mod, RECIPES.get(spec.scheme.value))())
     quantized = quantizer.quantize(enable_progress_report=False).quantized_model
     model = schema.ModelT.InitFromPackedBuf(bytearray(quantized), 0)
+    _inline_buffers(model, quantized)
     _unmark_subgraphs(model)
     path.write_bytes(pack_model(model, len(quantized)))
+
+
+def _inline_buffers(model, file: bytes) -> None:
+    """Move constant data the quantizer appended after the flatbuffer (``Buffer.offset``/``size``, as
+    it writes models past ~1 MB) back inside it, where the rest of edgekit reads it."""
+    import numpy as np
+
+    for buffer in model.buffers or []:
+        if (buffer.offset or 0) > 1:
+            buffer.data = np.frombuffer(file, np.uint8, count=buffer.size, offset=buffer.offset).copy()
+            buffer.offset = buffer.size = 0
 
 
 def _mark_subgraphs(model) -> None:

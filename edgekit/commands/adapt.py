@@ -18,7 +18,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; updates are scaled by alpha/r (default 16)")
     p.add_argument("--targets", default="",
                    help="comma-separated globs of module names to adapt, e.g. 'layers.*.in_proj' "
-                        "(default: the family's: cnn every full conv + linear, ssm in/out projections)")
+                        "(default per family: cnn every full conv + linear, ssm in/out projections, transformer "
+                        "attention projections; a byte LM's tied output projection is head.output)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--examples", type=int, default=200, help="training examples to use (default 200)")
     p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default 0.01)")

@@ -96,7 +96,7 @@ def _shifted_images(shift: Callable[[torch.Tensor, torch.Generator], torch.Tenso
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:examples]
         train = apply(Split(pool.inputs[order], pool.labels[order]), seed + 1)
         return AdaptData(name, "classification", train, apply(data.test, seed + 2),
-                         f"{description} (synthetic shift of {data.name}; {len(train)} train, {len(data.test)} test)")
+                         f"{description} (synthetic shift of {data.name}; {len(data.test)} test)")
 
     return build
 
@@ -159,7 +159,7 @@ def _prose(checkpoint: Checkpoint, examples: int, seed: int) -> AdaptData:
     test = byte_windows(test_text, seq_len, MAX_TEXT_TEST_WINDOWS)
     return AdaptData("prose", "byte_lm", train, test,
                      f"English prose from CPython pydoc_data.topics, held out by topic "
-                     f"({len(train)}×{seq_len} B train, {len(test)}×{seq_len} B test; real text)")
+                     f"({seq_len}-byte windows, {len(test)} test; real text)")
 
 
 DOMAINS.register("prose")(Domain("prose", "byte_lm", "English prose: CPython's pydoc_data.topics (real text)", _prose))
@@ -206,4 +206,4 @@ def _user_images(path: Path, checkpoint: Checkpoint, examples: int, seed: int) -
     train, _, test = stratified_splits(x, y, test_fraction=0.3, val_fraction=0.05, seed=seed)
     n = min(examples, len(train))
     return AdaptData(path.name, "classification", Split(train.inputs[:n], train.labels[:n]), test,
-                     f"{path} ({n} train, {len(test)} test)")
+                     f"{path} ({len(test)} test)")

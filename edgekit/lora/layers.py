@@ -5,6 +5,7 @@ LoRA arithmetic and file layout so adapters stay interchangeable with it:
 
     y = base(x) + lora_B(lora_A(x)) · alpha / r
     Linear: lora_A = Linear(in, r), lora_B = Linear(r, out)                 (no biases)
+            (also a byte LM's output projection tied to its embedding, ``head.output``)
     ConvNd: lora_A = ConvNd(in, r, kernel, stride, padding, dilation), lora_B = ConvNd(r, out, 1)
     merged weight = W + (B.flatten(1) @ A.flatten(1)).reshape(W.shape) · alpha / r
 
@@ -23,14 +24,16 @@ import torch
 from torch import nn
 
 from edgekit.errors import EdgekitError
+from edgekit.models.seq_heads import TiedOutput
 
 KEY_PREFIX = "base_model.model."  # PEFT's prefix of saved adapter keys
 _CONVS = (nn.Conv1d, nn.Conv2d)
+_LINEARS = (nn.Linear, TiedOutput)
 
 
 def is_supported(module: nn.Module) -> bool:
-    """Layers LoRA can wrap: Linear, and Conv1d/Conv2d without groups."""
-    return isinstance(module, nn.Linear) or (isinstance(module, _CONVS) and module.groups == 1)
+    """Layers LoRA can wrap: Linear (and a byte LM's tied output), and Conv1d/Conv2d without groups."""
+    return isinstance(module, _LINEARS) or (isinstance(module, _CONVS) and module.groups == 1)
 
 
 class LoraLayer(nn.Module):
@@ -44,7 +47,7 @@ class LoraLayer(nn.Module):
         self.base_layer = base_layer.requires_grad_(False)
         self.rank, self.alpha = rank, float(alpha)
         self.scaling = self.alpha / rank
-        if isinstance(base_layer, nn.Linear):
+        if isinstance(base_layer, _LINEARS):
             self.lora_A = nn.Linear(base_layer.in_features, rank, bias=False)
             self.lora_B = nn.Linear(rank, base_layer.out_features, bias=False)
         else:
@@ -68,7 +71,12 @@ class LoraLayer(nn.Module):
 
     @torch.no_grad()
     def merged(self) -> nn.Module:
-        """The base layer with the update added to its weight (the adapter disappears)."""
+        """The base layer with the update added to its weight (the adapter disappears). A tied output
+        becomes an untied Linear: the input embedding keeps the base weights."""
+        if isinstance(self.base_layer, TiedOutput):
+            linear = nn.Linear(self.base_layer.in_features, self.base_layer.out_features, bias=False)
+            linear.weight.copy_(self.base_layer.weight + self.delta_weight())
+            return linear.requires_grad_(False)
         self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
         return self.base_layer
 

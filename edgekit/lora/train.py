@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edgekit.checkpoint import Checkpoint, load_checkpoint
+from edgekit.data import Split
 from edgekit.errors import EdgekitError
 from edgekit.lora.adapter import safe_name, save_adapter
 from edgekit.lora.domains import AdaptData, load_domain, load_user_data
@@ -24,6 +25,8 @@ DEFAULT_TARGETS.register("cnn")(("*",))  # every full conv and the classifier (d
 DEFAULT_TARGETS.register("ssm")(("*.in_proj", "*.out_proj"))  # the Mamba-2 block projections
 DEFAULT_TARGETS.register("transformer")(("*.attn.qkv", "*.attn.out"))  # attention projections
 FALLBACK_TARGETS = ("*",)  # any other family: every supported layer
+MIN_VALIDATION = 16  # validation examples drawn beyond --examples (a quarter as many, at least this)
+VALIDATIONS = 15  # validation checks per run (plus step 0)
 
 
 @dataclass(frozen=True)
@@ -60,15 +63,17 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     if (domain is None) == (data is None):
         raise EdgekitError("give exactly one of --domain NAME or --data PATH")
-    adapt_data = (load_domain(domain, ckpt, options.examples, options.seed) if domain
-                  else load_user_data(data, ckpt, options.examples, options.seed))
+    extra = max(MIN_VALIDATION, options.examples // 4)  # drawn beyond --examples, to pick the best step
+    drawn = (load_domain(domain, ckpt, options.examples + extra, options.seed) if domain
+             else load_user_data(data, ckpt, options.examples + extra, options.seed))
+    adapt_data, validation = split_validation(drawn, options.examples)
     family = ckpt.meta["family"]
     globs = list(options.targets or default_targets(family))
     model = copy.deepcopy(ckpt.model).eval()
     task = TASKS.get(adapt_data.task)
     before = task.evaluate(model, adapt_data.test)
     targets = inject_lora(model, resolve_targets(model, globs), options.rank, options.alpha)
-    seconds, final_loss = _train(model, adapt_data, options)
+    seconds, final_loss, picked = _train(model, adapt_data, options, validation)
     after = task.evaluate(model, adapt_data.test)
     lora, base = count_parameters(model)
     meta = {
@@ -80,7 +85,7 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
         "lr": options.lr, "batch_size": options.batch_size, "seed": options.seed,
         "metric": task.metric, "before": before, "after": after, "final_train_loss": final_loss,
         "trainable_parameters": lora, "base_parameters": base, "trainable_fraction": lora / base,
-        "train_seconds": round(seconds, 2),
+        "train_seconds": round(seconds, 2), "validation": picked,
         "peft_config": {"peft_type": "LORA", "r": options.rank, "lora_alpha": options.alpha,
                         "target_modules": targets, "lora_dropout": 0.0, "bias": "none"},
     }
@@ -88,9 +93,22 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
     return AdaptResult(path, meta, model)
 
 
-def _train(model: torch.nn.Module, data: AdaptData, options: AdaptOptions) -> tuple[float, float]:
+def split_validation(data: AdaptData, examples: int) -> tuple[AdaptData, Split | None]:
+    """The first ``examples`` drawn examples to train on, the rest to validate on; no validation when
+    fewer than ``examples + MIN_VALIDATION`` could be drawn (a small user folder: every example trains)."""
+    if len(data.train) < examples + MIN_VALIDATION:
+        return replace(data, description=f"{data.description}; {len(data.train)} train, no validation"), None
+    train, rest = data.train, slice(examples, None)
+    fit, validation = Split(train.inputs[:examples], train.labels[:examples]), Split(train.inputs[rest], train.labels[rest])
+    return replace(data, train=fit, description=f"{data.description}; {examples} train + {len(validation)} validation"), validation
+
+
+def _train(model: torch.nn.Module, data: AdaptData, options: AdaptOptions,
+           validation: Split | None = None) -> tuple[float, float, dict[str, Any] | None]:
     """AdamW on the LoRA parameters only; the model stays in eval mode (batch-norm statistics frozen,
-    dropout off). Returns (seconds, last loss)."""
+    dropout off). With ``validation``, its loss is measured every few steps and the LoRA weights of the
+    best step are kept (step 0 is the base itself): a few hundred examples can overfit (a byte LM's
+    output adapter on 200 prose windows got worse than the base). Returns (seconds, last loss, pick)."""
     if options.steps < 1 or options.batch_size < 1:
         raise EdgekitError("--steps and the batch size must be at least 1")
     task = TASKS.get(data.task)
@@ -101,10 +119,13 @@ def _train(model: torch.nn.Module, data: AdaptData, options: AdaptOptions) -> tu
     opt = torch.optim.AdamW(params, lr=options.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=options.steps)
     gen = torch.Generator().manual_seed(options.seed)
+    every = max(1, options.steps // VALIDATIONS)
+    best = _Best(task, validation, params)
     n, loss_value, start = len(data.train), float("nan"), time.perf_counter()
     model.eval()
     try:
-        for _ in range(options.steps):
+        best.check(model, 0)
+        for step in range(1, options.steps + 1):
             idx = torch.randint(0, n, (min(options.batch_size, n),), generator=gen)
             loss = task.loss(model(data.train.inputs[idx]), data.train.labels[idx], 0.0)
             opt.zero_grad(set_to_none=True)
@@ -112,6 +133,39 @@ def _train(model: torch.nn.Module, data: AdaptData, options: AdaptOptions) -> tu
             opt.step()
             sched.step()
             loss_value = loss.item()
+            if step % every == 0 or step == options.steps:
+                best.check(model, step)
+        best.restore()
     finally:
         torch.set_num_threads(previous)
-    return time.perf_counter() - start, loss_value
+    return time.perf_counter() - start, loss_value, best.summary(options.steps)
+
+
+class _Best:
+    """Validation loss at checkpoints of training, and the LoRA weights of the best one."""
+
+    def __init__(self, task, validation: Split | None, params: list[torch.Tensor]) -> None:
+        self.task, self.validation, self.params = task, validation, params
+        self.step, self.loss, self.first, self.weights = 0, float("inf"), float("nan"), None
+
+    @torch.no_grad()
+    def check(self, model: torch.nn.Module, step: int) -> None:
+        if self.validation is None:
+            return
+        loss = self.task.loss(model(self.validation.inputs), self.validation.labels, 0.0).item()
+        if step == 0:
+            self.first = loss
+        if loss < self.loss:
+            self.step, self.loss, self.weights = step, loss, [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.weights is not None:
+            for p, w in zip(self.params, self.weights):
+                p.copy_(w)
+
+    def summary(self, steps: int) -> dict[str, Any] | None:
+        if self.validation is None:
+            return None
+        return {"examples": len(self.validation), "loss_before": self.first, "best_loss": self.loss,
+                "best_step": self.step, "of_steps": steps}

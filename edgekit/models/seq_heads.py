@@ -76,6 +76,24 @@ HeadBuilder = Callable[..., SeqHead]
 SEQ_HEADS: Registry[HeadBuilder] = Registry("sequence head")
 
 
+class TiedOutput(nn.Module):
+    """The LM's output projection tied to the input embedding, ``logits = h · Eᵀ``. A module (not a
+    bare function) so LoRA can target it (``head.output``); it owns no parameter: the weight is saved
+    once, as ``head.embedding.weight``, and the embedding is held outside the module tree."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self._tied = [embedding]  # a list: not registered as a submodule
+        self.in_features, self.out_features = embedding.embedding_dim, embedding.num_embeddings
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._tied[0].weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.weight)  # (…, D) → (…, vocab)
+
+
 @SEQ_HEADS.register("byte_lm")
 class ByteLMHead(SeqHead):
     """Causal language model over bytes: int32 tokens (B, L) → next-byte logits (B, L, vocab)."""
@@ -88,10 +106,11 @@ class ByteLMHead(SeqHead):
         self.embedding = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)  # small tied weights: untrained logits ≈ uniform
         self.norm = RMSNorm(d_model)
+        self.output = TiedOutput(self.embedding)
 
     def lm_head(self, h: torch.Tensor) -> torch.Tensor:
         """Output logits with the input embedding as weights (tied; one tensor in the checkpoint)."""
-        return F.linear(h, self.embedding.weight)  # (…, D) → (…, vocab)
+        return self.output(h)  # (…, D) → (…, vocab)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.embedding(inputs)  # (B, L, D)

@@ -25,14 +25,14 @@ class Tolerance:
 # and an accuracy drop against fp32 within budget (1 point; `--accuracy-budget` sets it per run).
 # 8-bit weights alone are judged like W8A8 (98%): an adapter on a hard shifted domain has many
 # near ties (0.8-1.2% flips measured with 99.2% of its accuracy kept).
-# Weight-only 4-bit / palettized get a looser row; they are only run where Core ML predicts (macOS).
+# Weight-only 4-bit / palettized get a looser row.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs_diff=1e-4, min_top1_agreement=1.0),
     "fp16": Tolerance(max_abs_diff=5e-2, min_top1_agreement=0.99),
     "int8": Tolerance(max_abs_diff=None, min_top1_agreement=0.98, max_accuracy_drop=0.01, max_mean_kl_bits=0.05),
     "int8-dynamic": Tolerance(max_abs_diff=None, min_top1_agreement=0.98, max_accuracy_drop=0.01,
                               max_mean_kl_bits=0.05),
-    "int8-weight": Tolerance(max_abs_diff=None, min_top1_agreement=0.98, max_accuracy_drop=0.01),
+    "int8-weight": Tolerance(max_abs_diff=None, min_top1_agreement=0.98, max_accuracy_drop=0.01, max_mean_kl_bits=0.05),
     "int4-weight": Tolerance(max_abs_diff=None, min_top1_agreement=0.95, max_accuracy_drop=0.02),
     "palettize": Tolerance(max_abs_diff=None, min_top1_agreement=0.95, max_accuracy_drop=0.02),
 }
