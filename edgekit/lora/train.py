@@ -95,20 +95,22 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
 
 def split_validation(data: AdaptData, examples: int) -> tuple[AdaptData, Split | None]:
     """The first ``examples`` drawn examples to train on, the rest to validate on; no validation when
-    fewer than ``examples + MIN_VALIDATION`` could be drawn (a small user folder: every example trains)."""
-    if len(data.train) < examples + MIN_VALIDATION:
-        return replace(data, description=f"{data.description}; {len(data.train)} train, no validation"), None
-    train, rest = data.train, slice(examples, None)
-    fit, validation = Split(train.inputs[:examples], train.labels[:examples]), Split(train.inputs[rest], train.labels[rest])
-    return replace(data, train=fit, description=f"{data.description}; {examples} train + {len(validation)} validation"), validation
+    fewer than ``examples + MIN_VALIDATION`` could be drawn (a small user folder)."""
+    train = data.train
+    fit = Split(train.inputs[:examples], train.labels[:examples])
+    if len(train) < examples + MIN_VALIDATION:
+        return replace(data, train=fit, description=f"{data.description}; {len(fit)} train, no validation"), None
+    validation = Split(train.inputs[examples:], train.labels[examples:])
+    described = f"{data.description}; {examples} train + {len(validation)} validation"
+    return replace(data, train=fit, description=described), validation
 
 
 def _train(model: torch.nn.Module, data: AdaptData, options: AdaptOptions,
            validation: Split | None = None) -> tuple[float, float, dict[str, Any] | None]:
     """AdamW on the LoRA parameters only; the model stays in eval mode (batch-norm statistics frozen,
     dropout off). With ``validation``, its loss is measured every few steps and the LoRA weights of the
-    best step are kept (step 0 is the base itself): a few hundred examples can overfit (a byte LM's
-    output adapter on 200 prose windows got worse than the base). Returns (seconds, last loss, pick)."""
+    best step are kept (step 0 is the base itself): a few hundred examples can overfit, and this keeps
+    the adapter that does best on examples it did not train on. Returns (seconds, last loss, pick)."""
     if options.steps < 1 or options.batch_size < 1:
         raise EdgekitError("--steps and the batch size must be at least 1")
     task = TASKS.get(data.task)
