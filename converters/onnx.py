@@ -63,12 +63,7 @@ class OnnxConverter(Converter):
         )
 
     def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
-        ort = require("onnxruntime", self.extra)
-        options = session_options(path, threads)
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EdgekitError(f"ONNX Runtime cannot load {path}: {_first_line(exc)}") from None
+        session = open_session(path, threads)
         names = [i.name for i in session.get_inputs()]
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -77,7 +72,7 @@ class OnnxConverter(Converter):
         return run
 
 
-def _export_program(program, source: ModelSource, path: Path) -> None:
+def export_program(program, source: ModelSource, path: Path) -> None:
     """Export with the dynamo exporter, without its per-node provenance (``pkg.torch.*`` metadata
     props: module paths and stack traces, ~7% of an fp32 CNN's file and ~3x its int8 weights)."""
     import onnx
@@ -93,7 +88,7 @@ def _export_program(program, source: ModelSource, path: Path) -> None:
 
 @QUANT.register(Scheme.FP32)
 def _fp32(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any) -> None:
-    _export_program(source.exported_program(), source, path)
+    export_program(source.exported_program(), source, path)
 
 
 @QUANT.register(Scheme.INT8_STATIC)
@@ -104,7 +99,7 @@ def _int8_static(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any
     if prepared is None:
         raise EdgekitError("onnx int8 export needs a calibrated graph (edgekit.quant.plan_quantization)")
     graph = prepared.converted(fold_quantize=True, weight_qmax=ORT_WEIGHT_QMAX)
-    _export_program(torch.export.export(graph, source.example_inputs), source, path)
+    export_program(torch.export.export(graph, source.example_inputs), source, path)
 
 
 @QUANT.register(Scheme.INT8_WEIGHT)
@@ -135,21 +130,21 @@ def _int8_dynamic(source: ModelSource, path: Path, spec: QuantSpec, prepared: An
                          per_channel=spec.granularity.value == "per-channel")
 
 
-def session_options(path: Path, threads: int):
-    """ONNX Runtime session options for the model at ``path``: ``threads`` intra-op threads, quiet, and
-    the session config entries its metadata asks for (``SESSION_CONFIG``)."""
-    import onnx
-    import onnxruntime as ort
-
+def open_session(path: Path, threads: int):
+    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads, quiet, and the session
+    config entries the model's metadata asks for (``SESSION_CONFIG``): read from the first session,
+    which is opened again with them only when there are any."""
+    ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
     try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # unreadable: InferenceSession reports it
-        props = {}
-    for key, value in json.loads(props.get(SESSION_CONFIG_KEY, "{}")).items():
-        options.add_session_config_entry(key, value)
-    return options
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        config = json.loads(session.get_modelmeta().custom_metadata_map.get(SESSION_CONFIG_KEY, "{}"))
+        for key, value in config.items():
+            options.add_session_config_entry(key, value)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) if config else session
+    except Exception as exc:
+        raise EdgekitError(f"ONNX Runtime cannot load {path}: {_first_line(exc)}") from None
 
 
 def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:

@@ -45,15 +45,15 @@ def _weight_axes(graph: Any) -> dict[str, int]:
     return axes
 
 
-def quantize_weights_int8(model: Any, skip: set[str] = frozenset()) -> int:
-    """Quantize ``model``'s weight initializers in place (not those named in ``skip``, e.g. LoRA
-    weights that are overridable graph inputs). Returns how many were quantized."""
+def quantize_weights_int8(model: Any) -> int:
+    """Quantize ``model``'s weight initializers in place; those that are also graph inputs (overridable
+    defaults, such as LoRA weights an adapter file replaces) stay as they are. Returns how many."""
     import onnx
     from onnx import numpy_helper
 
     graph = model.graph
     inputs = {i.name for i in graph.input}
-    axes = {n: a for n, a in _weight_axes(graph).items() if n not in skip and n not in inputs}
+    axes = {n: a for n, a in _weight_axes(graph).items() if n not in inputs}
     kept, nodes = [], []
     for init in graph.initializer:
         if init.name not in axes or init.data_type != onnx.TensorProto.FLOAT:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -108,25 +108,36 @@ def convert_one(
                           graph=source.graph)
     io_spec = _io_spec(source, reference)
     metadata = artifact_metadata(manifest, conv.name, plan.tag, *io_spec) | {"graph": source.graph}
+
+    def fill(staged: Path) -> None:
+        conv.export(source, staged, plan.spec, metadata, prepared=plan.prepared)
+        info = conv.inspect(staged)
+        _check_io(conv.name, info, source)
+        entry.inputs = [t.to_dict() for t in info.inputs]
+        entry.outputs = [t.to_dict() for t in info.outputs]
+        entry.op_histogram = info.op_histogram
+        entry.states, entry.usage = [t.to_dict() for t in info.states], source.usage
+        entry.verification = verify_artifact(conv, staged, reference, plan, threads)
+        if plan.spec.quantizes:
+            entry.verification["quantization"] = plan.summary()
+        if entry.verification["status"] == "failed":
+            raise VerificationFailed(_failure_text(conv.name, entry.verification))
+        entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
+
+    return write_entry(entry, bundle / name, fill)
+
+
+def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None]) -> ArtifactEntry:
+    """Run ``fill(staged)`` on a private staging path that becomes ``path`` only if it returns; an
+    EdgekitError is recorded in ``entry.error`` (status stays failed) and nothing is left behind.
+    ``fill`` writes the artifact and fills ``entry``, its verification included."""
     try:
-        with atomic_output(bundle / name) as staged:
-            conv.export(source, staged, plan.spec, metadata, prepared=plan.prepared)
-            info = conv.inspect(staged)
-            _check_io(conv.name, info, source)
-            entry.inputs = [t.to_dict() for t in info.inputs]
-            entry.outputs = [t.to_dict() for t in info.outputs]
-            entry.op_histogram = info.op_histogram
-            entry.states, entry.usage = [t.to_dict() for t in info.states], source.usage
-            entry.verification = verify_artifact(conv, staged, reference, plan, threads)
-            if plan.spec.quantizes:
-                entry.verification["quantization"] = plan.summary()
-            if entry.verification["status"] == "failed":
-                raise VerificationFailed(_failure_text(conv.name, entry.verification))
-            entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
+        with atomic_output(path) as staged:
+            fill(staged)
     except EdgekitError as exc:
         entry.error = str(exc)
         return entry
-    entry.file = name
+    entry.file = path.name
     entry.status = VERIFIED if entry.verification["status"] == "passed" else EXPORTED
     return entry
 

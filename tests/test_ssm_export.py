@@ -15,6 +15,8 @@ from edgekit.artifact import load_manifest
 from edgekit.cli import main
 from edgekit.converters import CONVERTERS
 
+from support import train_and_convert
+
 LENGTH = 48  # the static prefill length exported here (not a multiple of the chunk: padding is exercised)
 RECIPE = f"""
 name = "ssm_lm_tiny"
@@ -41,17 +43,7 @@ lr = 0.01
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from edgekit.convert import convert_graphs
-    from edgekit.recipe import load_recipe
-    from edgekit.sources import graph_sources, load_source, reference_for
-    from edgekit.train import train_recipe
-
-    out = tmp_path_factory.mktemp("ssm")
-    (out / "ssm_lm_tiny.toml").write_text(RECIPE)
-    checkpoint, _ = train_recipe(load_recipe(out / "ssm_lm_tiny.toml"), out)
-    sources = graph_sources(load_source(checkpoint))
-    convert_graphs(sources, ["onnx", "tflite", "coreml"], out / "bundle", [reference_for(s) for s in sources])
-    return checkpoint, out / "bundle"
+    return train_and_convert(tmp_path_factory.mktemp("ssm"), RECIPE, "ssm_lm_tiny")
 
 
 def test_every_graph_in_every_format_is_verified(lm_bundle):

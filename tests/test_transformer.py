@@ -19,6 +19,8 @@ from edgekit.converters import CONVERTERS
 from edgekit.errors import EdgekitError
 from edgekit.models import create_model
 
+from support import train_and_convert
+
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_context": 48, "export_lengths": [40]}
 LENGTH = 40  # the static prefill length exported here (< max_context: the cache is padded)
 LM_RECIPE = """
@@ -138,22 +140,9 @@ def test_config_errors_are_one_line():
         model.export_graphs((64,))
 
 
-def _train_and_convert(out: Path, recipe_text: str, name: str) -> tuple[Path, Path]:
-    from edgekit.convert import convert_graphs
-    from edgekit.recipe import load_recipe
-    from edgekit.sources import graph_sources, load_source, reference_for
-    from edgekit.train import train_recipe
-
-    (out / f"{name}.toml").write_text(recipe_text)
-    checkpoint, _ = train_recipe(load_recipe(out / f"{name}.toml"), out)
-    sources = graph_sources(load_source(checkpoint))
-    convert_graphs(sources, ["onnx", "tflite", "coreml"], out / "bundle", [reference_for(s) for s in sources])
-    return checkpoint, out / "bundle"
-
-
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return _train_and_convert(tmp_path_factory.mktemp("transformer_lm"), LM_RECIPE, "tf_lm_tiny")
+    return train_and_convert(tmp_path_factory.mktemp("transformer_lm"), LM_RECIPE, "tf_lm_tiny")
 
 
 def test_every_lm_graph_in_every_format_is_verified(lm_bundle):
@@ -212,7 +201,7 @@ def test_generate_streams_the_same_bytes_in_every_runtime_past_max_context(lm_bu
 
 
 def test_vit_converts_to_every_format_verified(tmp_path):
-    _, bundle = _train_and_convert(tmp_path, VIT_RECIPE, "vit_tiny")
+    _, bundle = train_and_convert(tmp_path, VIT_RECIPE, "vit_tiny")
     manifest = load_manifest(bundle)
     assert sorted(a.format for a in manifest.artifacts) == ["coreml", "onnx", "tflite"]
     for entry in manifest.artifacts:

@@ -54,17 +54,14 @@ class OnnxPackager(Packager):
         require("onnxscript", "onnx")
         import torch
 
-        from edgekit.converters.onnx import embed_metadata
+        from edgekit.converters.onnx import embed_metadata, export_program
 
         adapted = [v for v in variants if v.adapter is not None]
         template = adapted[0] if adapted else variants[0]
         src = template.source
         try:
             with quiet():
-                program = torch.export.export(src.module, src.example_inputs)
-                onnx_program = torch.onnx.export(program, src.example_inputs, dynamo=True,
-                                                 input_names=list(src.input_names), output_names=list(src.output_names))
-                onnx_program.save(str(path))
+                export_program(torch.export.export(src.module, src.example_inputs), src, path)
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
         _expose_lora_inputs(path, lora_weights(template) if adapted else {})
@@ -90,13 +87,9 @@ class OnnxPackager(Packager):
     def switcher(self, path: Path, threads: int, only: str | None = None):
         """One session; each variant's adapter is loaded once and activated per call."""
         ort = require("onnxruntime", "onnx")
-        from edgekit.converters.onnx import session_options
+        from edgekit.converters.onnx import open_session
 
-        options = session_options(path, threads)
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EdgekitError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
+        session = open_session(path, threads)
         names = [i.name for i in session.get_inputs() if ".lora_A." not in i.name and ".lora_B." not in i.name]
         run_options: dict[str, Any] = {}
         loaded: list[Any] = []  # LoraAdapter objects must outlive the run options that point to them
@@ -123,9 +116,11 @@ class OnnxPackager(Packager):
 
 def _expose_lora_inputs(path: Path, weights: dict[str, np.ndarray]) -> None:
     """Declare every LoRA weight a graph input whose default is zeros (a sparse initializer with no
-    non-zero values: a few bytes however large the weight); drop the exporter's per-node provenance
-    (as the int8 export does) from every graph, base alone too."""
+    non-zero values: a few bytes however large the weight)."""
     import onnx
+
+    if not weights:
+        return
 
     model = onnx.load(str(path))
     inits = {init.name: init for init in model.graph.initializer}
@@ -138,8 +133,6 @@ def _expose_lora_inputs(path: Path, weights: dict[str, np.ndarray]) -> None:
             raise EdgekitError(f"ONNX LoRA weight {name} has shape {tuple(inits[name].dims)}; expected {value.shape}")
         model.graph.initializer.remove(inits[name])
         _add_zero_input(model.graph, name, value)
-    for node in model.graph.node:  # per-node exporter provenance: large and not needed
-        del node.metadata_props[:]
     onnx.save(model, str(path))
 
 
@@ -161,7 +154,7 @@ def _add_zero_input(graph: Any, name: str, like: np.ndarray) -> None:
 
 def _int8_lora(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each LoRA weight as ``<name>_int8`` (int8) + ``<name>_scale`` (one float: per-channel scales of
-    ``lora_B`` would cost a third of its int8 values on rank 8)."""
+    ``lora_B`` would add half as many bytes as its int8 values at rank 8)."""
     from edgekit.converters.onnx_weights import symmetric_int8
 
     out = {}
@@ -179,7 +172,7 @@ def _quantize_weights(path: Path, lora: dict[str, np.ndarray]) -> None:
 
     model = onnx.load(str(path))
     graph = model.graph
-    quantize_weights_int8(model, skip=set(lora))
+    quantize_weights_int8(model)  # LoRA weights are graph inputs: left float here
     for name, value in _int8_lora(lora).items():
         _add_zero_input(graph, name, value)
     for name in lora:

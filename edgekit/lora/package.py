@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import FAILED, VERIFIED, EXPORTED, ArtifactEntry, Manifest, artifact_metadata
+from edgekit.artifact import FAILED, ArtifactEntry, Manifest, artifact_metadata
 from edgekit.checkpoint import Checkpoint, load_checkpoint
 from edgekit.converters import CONVERTERS, ModelSource, RunnerUnavailable
+from edgekit.convert import write_entry, write_golden
 from edgekit.errors import EdgekitError
-from edgekit.io import atomic_output, sha256_path, size_bytes
+from edgekit.io import sha256_path, size_bytes
 from edgekit.lora import pack_coreml, pack_onnx, pack_tflite  # noqa: F401  (register the packagers)
 from edgekit.lora.adapter import Adapter, load_adapters
 from edgekit.lora.export import domain_test_split, reference_on
@@ -53,7 +54,6 @@ def build_variants(checkpoint: Checkpoint, base: ModelSource, adapters: list[Ada
 def package_adapters(checkpoint: str | Path, adapter_paths: list[str | Path], formats: list[str], bundle: str | Path,
                      *, precision: str | QuantSpec = "fp32", threads: int = 2, lengths: tuple[int, ...] = ()) -> Manifest:
     """Write base + adapters into ``bundle`` for each format; only verified artifacts are kept."""
-    from edgekit.convert import write_golden
     from edgekit.sources import load_source
 
     spec = as_spec(precision)
@@ -105,38 +105,38 @@ def package_one(packager: Packager, variants: list[VariantGraph], bundle: Path, 
     io = _io(source, variants[0].reference)
     metadata = artifact_metadata(manifest, packager.name, spec.tag, *io) | {
         "graph": source.graph, "variants": [v.name for v in variants], "adapters": manifest.adapters}
-    try:
-        with atomic_output(bundle / name) as staged:
-            written = packager.write(variants, staged, spec, metadata)
-            info = conv.inspect(staged)
-            entry.inputs, entry.outputs = [t.to_dict() for t in info.inputs], [t.to_dict() for t in info.outputs]
-            entry.op_histogram = info.op_histogram
-            results = {v.name: verify_variant(packager, staged, v, spec, threads) for v in variants}
-            failed = [f"{n}: max |Δ| {r['max_abs_diff']:.3g}, top-1 {r['top1_agreement']:.2%}"
-                      for n, r in results.items() if r["status"] == "failed"]
-            if failed:
-                raise EdgekitError(f"{packager.name} multi-adapter artifact disagrees with PyTorch ({'; '.join(failed)})")
-            total = size_bytes(staged) + sum(size_bytes(f) for f in written.side_files)
-            base_size = _base_size(packager, variants[0], spec, metadata)
-            entry.size_bytes, entry.sha256 = total, sha256_path(staged)
-            entry.variants = [{"name": v.name, "adapter": v.adapter.name if v.adapter else None,
-                               "select": written.select[v.name], "verification": results[v.name]} for v in variants]
-            statuses = {r["status"] for r in results.values()}
-            entry.verification = {**results[variants[0].name],  # the base variant's numbers for the table
-                                  "status": "passed" if statuses == {"passed"} else sorted(statuses)[0],
-                                  "method": next(iter(results.values()))["method"],
-                                  "base_size_bytes": base_size, "size_ratio_vs_base": total / base_size,
-                                  "variants": len(variants),
-                                  "side_files": {f.name: {"size_bytes": size_bytes(f), "sha256": sha256_path(f)}
-                                                 for f in written.side_files}}
-            for f in written.side_files:
-                os.replace(f, bundle / f.name)  # beside the artifact, just before it is renamed in
-    except EdgekitError as exc:
-        entry.error = str(exc)
-        return entry
-    entry.file = name
-    entry.status = VERIFIED if entry.verification["status"] == "passed" else EXPORTED
-    return entry
+
+    def fill(staged: Path) -> None:
+        written = packager.write(variants, staged, spec, metadata)
+        info = conv.inspect(staged)
+        entry.inputs, entry.outputs = [t.to_dict() for t in info.inputs], [t.to_dict() for t in info.outputs]
+        entry.op_histogram = info.op_histogram
+        results = {v.name: verify_variant(packager, staged, v, spec, threads) for v in variants}
+        failed = [f"{n}: max |Δ| {r['max_abs_diff']:.3g}, top-1 {r['top1_agreement']:.2%}"
+                  for n, r in results.items() if r["status"] == "failed"]
+        if failed:
+            raise EdgekitError(f"{packager.name} multi-adapter artifact disagrees with PyTorch ({'; '.join(failed)})")
+        total = size_bytes(staged) + sum(size_bytes(f) for f in written.side_files)
+        entry.size_bytes, entry.sha256 = total, sha256_path(staged)
+        entry.variants = [{"name": v.name, "adapter": v.adapter.name if v.adapter else None,
+                           "select": written.select[v.name], "verification": results[v.name]} for v in variants]
+        base_size = _base_size(packager, variants[0], spec, metadata)
+        entry.verification = _bundle_verification(results, variants, total, base_size, written.side_files)
+        for f in written.side_files:
+            os.replace(f, bundle / f.name)  # beside the artifact, just before it is renamed in
+
+    return write_entry(entry, bundle / name, fill)
+
+
+def _bundle_verification(results: dict[str, dict], variants: list[VariantGraph], total: int, base_size: int,
+                         side_files: list[Path]) -> dict[str, Any]:
+    """The artifact's verification: the base variant's numbers (for the table), the worst status, sizes."""
+    statuses = {r["status"] for r in results.values()}
+    return {**results[variants[0].name],
+            "status": "passed" if statuses == {"passed"} else sorted(statuses)[0],
+            "method": next(iter(results.values()))["method"],
+            "base_size_bytes": base_size, "size_ratio_vs_base": total / base_size, "variants": len(variants),
+            "side_files": {f.name: {"size_bytes": size_bytes(f), "sha256": sha256_path(f)} for f in side_files}}
 
 
 def verify_variant(packager: Packager, path: Path, variant: VariantGraph, spec: QuantSpec, threads: int) -> dict:
