@@ -231,9 +231,12 @@ def test_weight_only_int8_and_int4_in_onnx_and_tflite(capsys, checkpoint, bundle
         code = main(["convert", str(checkpoint), "--to", formats, "--quant", scheme, "--out", str(out), "--json"])
         result = json.loads(capsys.readouterr().out)
         assert code == 0
+        allowed_drop = {"int8-weight": 0.005, "int4-weight": 0.02}[scheme]  # int4: its tolerance row
         for entry in result["artifacts"]:
-            assert entry["status"] == "verified" and entry["verification"]["accuracy_drop"] <= 0.005, entry["error"]
-            assert entry["size_bytes"] <= ratio * fp32[entry["format"]], (scheme, entry["format"])
+            v = entry["verification"]
+            assert entry["status"] == "verified", (scheme, entry["format"], entry["error"])
+            assert v["accuracy_drop"] <= allowed_drop, (scheme, entry["format"], v["accuracy_drop"], v["top1_agreement"])
+            assert entry["size_bytes"] <= ratio * fp32[entry["format"]], (scheme, entry["format"], entry["size_bytes"])
     graph = onnx.load(str(tmp_path / "int8-weight" / "cnn_digits_int8-weight.onnx")).graph
     int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
     conv_weights = {n.input[1] for n in graph.node if n.op_type == "Conv"}
