@@ -5,7 +5,7 @@ Each variant is converted (and quantized, for weight-only schemes) on its own fi
 refuses to quantize a multifunction model. Each function's program is then compacted: small
 constants (strides, pads) deduplicated and internal names shortened (``o12``/``v12``; the model's
 inputs and outputs keep theirs). On a small CNN the program text is a large part of what each
-extra function costs: ~25 kB per function before, ~16 kB after, beside ~28 kB of fp16 LoRA weights.
+extra function costs: ~25 kB per function before, ~15 kB after, beside ~28 kB of fp16 LoRA weights.
 Apps pick a variant with ``MLModelConfiguration.functionName = name``. On Linux every function is verified with edgekit's
 MIL reference evaluator (Core ML itself predicts only on macOS).
 """
@@ -86,7 +86,8 @@ class CoreMLPackager(Packager):
 
 
 def compact(mlmodel):
-    """The same ML program with small constants deduplicated and short internal op/variable names
+    """The same ML program with constants deduplicated (also strides, pads and the text constants the
+    converter writes once per op, such as each conv's pad type) and short internal op/variable names
     (inputs and outputs keep theirs; the renaming is the converter's own, ``coreml_quant.rename_block``)."""
     from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
@@ -94,12 +95,37 @@ def compact(mlmodel):
 
     from edgekit.converters.coreml_quant import rename_block
 
-    class _ShortNames(AbstractGraphPass):
+    class _Compact(AbstractGraphPass):
         def apply(self, prog) -> None:
             for function in prog.functions.values():
+                _share_text_consts(function)
                 rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
 
     dedup = type(PASS_REGISTRY["common::const_deduplication"])()  # a private instance: the registry's is shared
     dedup.const_threshold = 1  # also strides, pads, groups: tiny, but one const op each per conv
-    passes = [dedup, PASS_REGISTRY["common::dead_code_elimination"], _ShortNames()]
+    passes = [dedup, PASS_REGISTRY["common::dead_code_elimination"], _Compact()]
     return _apply_graph_pass(mlmodel, passes, skip_model_load=True)
+
+
+def _share_text_consts(block) -> None:
+    """One ``const`` per distinct string or bool value in ``block`` (coremltools' deduplication skips
+    them); every later copy's uses move to the first."""
+    from coremltools.converters.mil.mil.passes.helper import block_context_manager
+
+    @block_context_manager
+    def share(block) -> None:
+        first = {}
+        for op in list(block.operations):
+            for inner in op.blocks:
+                share(inner)
+            value = op.outputs[0].val if op.op_type == "const" else None
+            if not isinstance(value, (str, bool, np.str_, np.bool_)) or op.outputs[0] in block.outputs:
+                continue
+            key = (type(value), value)
+            if key not in first:
+                first[key] = op.outputs[0]
+                continue
+            block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=first[key])
+            block.remove_ops([op])
+
+    share(block)
