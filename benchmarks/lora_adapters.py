@@ -1,7 +1,8 @@
 """Measure LoRA specialization on a checkpoint: adapters per domain, merged and shared-base bundles.
 
     python benchmarks/lora_adapters.py CHECKPOINT [--domains digits_inverted_rotated,digits_mirrored_noisy]
-        [--formats onnx,tflite,coreml] [--precisions fp32,int8-weight] [--rank 8] [--steps 300] [--examples 200]
+        [--formats onnx,tflite,coreml] [--precisions fp32,int8-weight] [--rank 8] [--alpha 2×rank] [--steps 300] [--examples 200]
+        [--lr 0.01]
         [--out benchmarks/results/lora.json]
 
 Trains one adapter per domain (metric before/after, trainable fraction, seconds), packages base +
@@ -31,12 +32,15 @@ def main() -> None:
     parser.add_argument("--formats", default="onnx,tflite,coreml")
     parser.add_argument("--precisions", default="fp32,int8-weight")
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--alpha", type=float, default=None, help="default: 2 × rank")
     parser.add_argument("--targets", default="")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/lora.json"))
     args = parser.parse_args()
-    options = AdaptOptions(rank=args.rank, alpha=2.0 * args.rank, steps=args.steps, examples=args.examples,
+    alpha = 2.0 * args.rank if args.alpha is None else args.alpha
+    options = AdaptOptions(rank=args.rank, alpha=alpha, steps=args.steps, examples=args.examples, lr=args.lr,
                            targets=tuple(t for t in args.targets.split(",") if t))
     result = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "load_avg_1m": os.getloadavg()[0]}, "checkpoint": args.checkpoint, "adapters": [],

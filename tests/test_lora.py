@@ -261,3 +261,15 @@ def test_lora_on_a_byte_lm_tied_output_merges_without_touching_the_embedding():
     merged = merge_lora(model)
     assert torch.allclose(merged(tokens)[0], adapted, atol=1e-5)
     assert torch.equal(merged.head.embedding.weight, embedding) and set(merged.state_dict()) == keys | {"head.output.weight"}
+
+
+def test_adapter_training_is_reproducible_whatever_ran_before(checkpoint, tmp_path):
+    """The same options give the same adapter: lora_A's random start does not depend on the caller's RNG."""
+    from safetensors.torch import load_file
+
+    options = AdaptOptions(steps=3, examples=32)
+    first = adapt_checkpoint(checkpoint, tmp_path / "a", domain="digits_mirrored_noisy", options=options).path
+    torch.rand(1000)  # the caller draws random numbers in between
+    second = adapt_checkpoint(checkpoint, tmp_path / "b", domain="digits_mirrored_noisy", options=options).path
+    a, b = (load_file(str(Path(p) / "adapter.safetensors")) for p in (first, second))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
