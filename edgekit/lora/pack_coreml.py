@@ -5,7 +5,7 @@ Each variant is converted (and quantized, for weight-only schemes) on its own fi
 refuses to quantize a multifunction model. Each function's program is then compacted: small
 constants (strides, pads) deduplicated and internal names shortened (``o12``/``v12``; the model's
 inputs and outputs keep theirs). On a small CNN the program text is a large part of what each
-extra function costs: ~25 kB per function before, ~15 kB after, beside ~28 kB of fp16 LoRA weights.
+extra function costs: ~25 kB per adapter function before, ~14 kB after, beside ~28 kB of fp16 LoRA weights.
 Apps pick a variant with ``MLModelConfiguration.functionName = name``. On Linux every function is verified with edgekit's
 MIL reference evaluator (Core ML itself predicts only on macOS).
 """
