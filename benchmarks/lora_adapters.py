@@ -1,8 +1,8 @@
 """Measure LoRA specialization on a checkpoint: adapters per domain, merged and shared-base bundles.
 
     python benchmarks/lora_adapters.py CHECKPOINT [--domains digits_inverted_rotated,digits_mirrored_noisy]
-        [--formats onnx,tflite,coreml] [--precisions fp32,int8-weight] [--rank 8] [--alpha 2×rank] [--steps 300] [--examples 200]
-        [--lr 0.01]
+        [--formats onnx,tflite,coreml] [--precisions fp32,int8-weight] [--rank 8] [--alpha 2×rank]
+        [--steps 300] [--examples 200] [--lr 0.01]
         [--out benchmarks/results/lora.json]
 
 Trains one adapter per domain (metric before/after, trainable fraction, seconds), packages base +

@@ -72,8 +72,9 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
     model = copy.deepcopy(ckpt.model).eval()
     task = TASKS.get(adapt_data.task)
     before = task.evaluate(model, adapt_data.test)
-    torch.manual_seed(options.seed)  # lora_A's initialisation: the same adapter whatever ran before
-    targets = inject_lora(model, resolve_targets(model, globs), options.rank, options.alpha)
+    with torch.random.fork_rng(devices=[]):  # lora_A's start follows --seed, whatever ran before; caller's RNG kept
+        torch.manual_seed(options.seed)
+        targets = inject_lora(model, resolve_targets(model, globs), options.rank, options.alpha)
     seconds, final_loss, picked = _train(model, adapt_data, options, validation)
     after = task.evaluate(model, adapt_data.test)
     lora, base = count_parameters(model)
