@@ -56,18 +56,23 @@ def short_names_pipeline():
         @register_pass(namespace="edgekit", name="short_internal_names")
         class _ShortNames(AbstractGraphPass):
             def apply(self, prog) -> None:
-                for function in prog.functions.values():
-                    rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
+                shorten_names(prog)
 
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.append_pass(_SHORT_NAMES_PASS)
     return pipeline
 
 
-def rename_block(block: Any, keep: set[str], counter: list[int]) -> None:
+def shorten_names(prog: Any) -> None:
+    """Rename every function's internal ops and values ``o12``/``v12``; inputs and outputs keep their names."""
+    for function in prog.functions.values():
+        _rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
+
+
+def _rename_block(block: Any, keep: set[str], counter: list[int]) -> None:
     for op in block.operations:
         for inner in op.blocks:
-            rename_block(inner, keep, counter)
+            _rename_block(inner, keep, counter)
         op.name = f"o{counter[0]}"
         for value in op.outputs:
             if value.name not in keep:

@@ -88,18 +88,18 @@ class CoreMLPackager(Packager):
 def compact(mlmodel):
     """The same ML program with constants deduplicated (also strides, pads and the text constants the
     converter writes once per op, such as each conv's pad type) and short internal op/variable names
-    (inputs and outputs keep theirs; the renaming is the converter's own, ``coreml_quant.rename_block``)."""
+    (inputs and outputs keep theirs; the renaming is the converter's own, ``coreml_quant.shorten_names``)."""
     from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
     from coremltools.models.utils import _apply_graph_pass
 
-    from edgekit.converters.coreml_quant import rename_block
+    from edgekit.converters.coreml_quant import shorten_names
 
     class _Compact(AbstractGraphPass):
         def apply(self, prog) -> None:
             for function in prog.functions.values():
                 _share_text_consts(function)
-                rename_block(function, {v.name for v in function.outputs} | set(function.inputs), [0])
+            shorten_names(prog)
 
     dedup = type(PASS_REGISTRY["common::const_deduplication"])()  # a private instance: the registry's is shared
     dedup.const_threshold = 1  # also strides, pads, groups: tiny, but one const op each per conv

@@ -64,10 +64,8 @@ class OnnxPackager(Packager):
                 export_program(torch.export.export(src.module, src.example_inputs), src, path)
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
-        _expose_lora_inputs(path, lora_weights(template) if adapted else {})
         int8 = spec.scheme is Scheme.INT8_WEIGHT
-        if int8:
-            _quantize_weights(path, lora_weights(template) if adapted else {})
+        _rewrite_for_adapters(path, lora_weights(template) if adapted else {}, int8)
         embed_metadata(path, metadata)
         select: dict[str, dict[str, Any]] = {}
         side = []
@@ -114,16 +112,20 @@ class OnnxPackager(Packager):
         return run
 
 
-def _expose_lora_inputs(path: Path, weights: dict[str, np.ndarray]) -> None:
+def _rewrite_for_adapters(path: Path, weights: dict[str, np.ndarray], int8: bool) -> None:
     """Declare every LoRA weight a graph input whose default is zeros (a sparse initializer with no
-    non-zero values: a few bytes however large the weight)."""
+    non-zero values: a few bytes however large the weight). ``int8``: the base weights become int8
+    (``onnx_weights``) and each LoRA input is split into an int8 input and a scale input that a
+    DequantizeLinear turns back into the float weight (both default to zeros: the base)."""
     import onnx
 
-    if not weights:
-        return
+    from edgekit.converters.onnx_weights import quantize_weights_int8
 
+    if not weights and not int8:
+        return
     model = onnx.load(str(path))
-    inits = {init.name: init for init in model.graph.initializer}
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
     missing = [n for n in weights if n not in inits]
     if missing:
         raise EdgekitError(f"the ONNX exporter renamed or folded LoRA weight {missing[0]!r}; "
@@ -131,8 +133,17 @@ def _expose_lora_inputs(path: Path, weights: dict[str, np.ndarray]) -> None:
     for name, value in weights.items():
         if tuple(inits[name].dims) != value.shape:
             raise EdgekitError(f"ONNX LoRA weight {name} has shape {tuple(inits[name].dims)}; expected {value.shape}")
-        model.graph.initializer.remove(inits[name])
-        _add_zero_input(model.graph, name, value)
+        graph.initializer.remove(inits[name])
+    if int8:
+        quantize_weights_int8(model)  # the base's; LoRA weights are no longer initializers
+    for name, value in weights.items():
+        if not int8:
+            _add_zero_input(graph, name, value)
+            continue
+        for part, like in _int8_lora({name: value}).items():
+            _add_zero_input(graph, part, like)
+        graph.node.insert(0, onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
+                                                   name=f"{name}_dequantize"))
     onnx.save(model, str(path))
 
 
@@ -161,26 +172,6 @@ def _int8_lora(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for name, value in weights.items():
         out[f"{name}_int8"], out[f"{name}_scale"] = symmetric_int8(value, None)
     return out
-
-
-def _quantize_weights(path: Path, lora: dict[str, np.ndarray]) -> None:
-    """int8 base weights, and each LoRA input split into an int8 input and a scale input that a
-    DequantizeLinear turns back into the float weight (both default to zeros: the base)."""
-    import onnx
-
-    from edgekit.converters.onnx_weights import quantize_weights_int8
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    quantize_weights_int8(model)  # LoRA weights are graph inputs: left float here
-    for name, value in _int8_lora(lora).items():
-        _add_zero_input(graph, name, value)
-    for name in lora:
-        graph.sparse_initializer.remove(next(i for i in graph.sparse_initializer if i.values.name == name))
-        graph.input.remove(next(i for i in graph.input if i.name == name))
-        graph.node.insert(0, onnx.helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [name],
-                                                   name=f"{name}_dequantize"))
-    onnx.save(model, str(path))
 
 
 def _write_adapter(path: Path, weights: dict[str, np.ndarray]) -> None:
