@@ -1,13 +1,16 @@
 """How the Core ML converter writes each QuantSpec scheme (registered per scheme, no if-chains).
 
-fp32/fp16: plain conversion. int8 (W8A8): the shared PT2E graph (quantize folded) converts to
-quantize/dequantize + constexpr int8 weights (iOS17), fp16 in between. Weight-only int8 / int4 (per block, iOS18)
-and n-bit palettization use ``coremltools.optimize.coreml`` on the converted ML program.
+fp32/fp16: plain conversion. Weight-only int8 / int4 (per block, iOS18) and n-bit palettization
+compress the converted ML program's weights with ``coremltools.optimize.coreml`` (``POST_CONVERSION``).
+int8 (W8A8): the shared PT2E graph (quantize folded) converts to quantize/dequantize + constexpr int8
+weights (iOS17), fp16 in between.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -80,14 +83,57 @@ def _rename_block(block: Any, keep: set[str], counter: list[int]) -> None:
             counter[0] += 1
 
 
-@QUANT.register(Scheme.FP32)
-def _fp32(source: ModelSource, spec: QuantSpec, prepared: Any):
-    return convert_program(source.exported_program().run_decompositions({}), source, "FLOAT32")
+@dataclass(frozen=True)
+class PostConversion:
+    """A scheme applied to the converted ML program: the conversion's precision and oldest target,
+    then (weight-only schemes) a compression of its weights by ``coremltools.optimize.coreml``."""
+
+    precision: str
+    target: str
+    compress: Callable[[Any, QuantSpec, Collection[str]], Any] | None = None  # (mlmodel, spec, per-tensor names)
 
 
-@QUANT.register(Scheme.FP16)
-def _fp16(source: ModelSource, spec: QuantSpec, prepared: Any):
-    return convert_program(source.exported_program().run_decompositions({}), source, "FLOAT16")
+def _linear(dtype: str) -> Callable[[Any, QuantSpec, Collection[str]], Any]:
+    def compress(mlmodel: Any, spec: QuantSpec, per_tensor: Collection[str]) -> Any:
+        cto = require("coremltools.optimize.coreml", "coreml")
+        config = partial(cto.OpLinearQuantizerConfig, mode="linear_symmetric", dtype=dtype, weight_threshold=0)
+        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(
+            global_config=config(granularity=_GRANULARITY[spec.granularity], block_size=spec.block_size),
+            op_name_configs={name: config(granularity="per_tensor") for name in per_tensor}))
+
+    return compress
+
+
+def _palettize(mlmodel: Any, spec: QuantSpec, per_tensor: Collection[str]) -> Any:
+    cto = require("coremltools.optimize.coreml", "coreml")  # one table per tensor already
+    config = cto.OpPalettizerConfig(mode="kmeans", nbits=spec.bits, granularity="per_tensor", weight_threshold=0)
+    return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=config))
+
+
+POST_CONVERSION: dict[Scheme, PostConversion] = {
+    Scheme.FP32: PostConversion("FLOAT32", "iOS16"),
+    Scheme.FP16: PostConversion("FLOAT16", "iOS16"),
+    Scheme.INT8_WEIGHT: PostConversion("FLOAT16", "iOS16", _linear("int8")),
+    Scheme.INT4_WEIGHT: PostConversion("FLOAT16", "iOS18", _linear("int4")),  # int4 and per-block scales: iOS 18 ops
+    Scheme.PALETTIZE: PostConversion("FLOAT16", "iOS16", _palettize),
+}
+
+
+def convert_and_compress(source: ModelSource, spec: QuantSpec, *, target: str | None = None,
+                         per_tensor: Callable[[Any], Collection[str]] = lambda mlmodel: ()) -> Any:
+    """Convert ``source`` and compress its weights as ``spec`` says (a scheme of ``POST_CONVERSION``).
+
+    ``target`` raises the scheme's oldest Core ML target (never lowers it); ``per_tensor(mlmodel)``
+    names the converted program's consts that get one scale for the whole tensor instead of the
+    spec's granularity (linear schemes)."""
+    how = POST_CONVERSION[spec.scheme]
+    oldest = max(how.target, target or how.target, key=lambda t: int(t.removeprefix("iOS")))
+    mlmodel = convert_program(source.exported_program().run_decompositions({}), source, how.precision, oldest)
+    return how.compress(mlmodel, spec, per_tensor(mlmodel)) if how.compress else mlmodel
+
+
+for _scheme in POST_CONVERSION:
+    QUANT.register(_scheme)(lambda source, spec, prepared: convert_and_compress(source, spec))
 
 
 @QUANT.register(Scheme.INT8_STATIC)
@@ -125,29 +171,3 @@ def _fold_scalar_dequantize(gm: Any) -> Any:
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
-
-
-def _linear(source: ModelSource, spec: QuantSpec, dtype: str, target: str):
-    cto = require("coremltools.optimize.coreml", "coreml")
-    mlmodel = convert_program(source.exported_program().run_decompositions({}), source, "FLOAT16", target)
-    config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype=dtype, granularity=_GRANULARITY[spec.granularity],
-                                         block_size=spec.block_size, weight_threshold=0)
-    return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=config))
-
-
-@QUANT.register(Scheme.INT8_WEIGHT)
-def _int8_weight(source: ModelSource, spec: QuantSpec, prepared: Any):
-    return _linear(source, spec, "int8", "iOS16")
-
-
-@QUANT.register(Scheme.INT4_WEIGHT)
-def _int4_weight(source: ModelSource, spec: QuantSpec, prepared: Any):
-    return _linear(source, spec, "int4", "iOS18")
-
-
-@QUANT.register(Scheme.PALETTIZE)
-def _palettize(source: ModelSource, spec: QuantSpec, prepared: Any):
-    cto = require("coremltools.optimize.coreml", "coreml")
-    mlmodel = convert_program(source.exported_program().run_decompositions({}), source, "FLOAT16", "iOS16")
-    config = cto.OpPalettizerConfig(mode="kmeans", nbits=spec.bits, granularity="per_tensor", weight_threshold=0)
-    return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=config))
