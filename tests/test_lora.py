@@ -324,3 +324,37 @@ def test_coreml_int8_weight_bundle_scales_adapter_weights_per_tensor(checkpoint,
         scales = [op.inputs["scale"].arguments[0].value.type.tensorType.dimensions for op in ops]
         single = sum(all(d.constant.size == 1 for d in dims) for dims in scales)
         assert single == (0 if name == "base" else lora_tensors), (name, single)
+
+
+def test_adapters_are_peft_adapters_both_ways(checkpoint, adapters):
+    """An edgekit adapter loads into PEFT's LoRA (its adapter.json ``peft_config`` as the LoraConfig,
+    its tensors under PEFT's keys) with outputs identical to edgekit's, and a LoRA trained with PEFT on
+    an edgekit model loads into edgekit's layers with the same outputs: the same tensors, the same model."""
+    import peft
+
+    from edgekit.checkpoint import load_checkpoint
+    from edgekit.lora.layers import KEY_PREFIX, load_lora_state
+
+    ckpt = load_checkpoint(checkpoint)
+    adapter = load_adapter(adapters["digits_inverted_rotated"])
+    x = torch.randn(8, *ckpt.model.example_inputs()[0].shape[1:])
+    config = peft.LoraConfig(**adapter.meta["peft_config"])
+
+    in_peft = peft.inject_adapter_in_model(config, copy.deepcopy(ckpt.model)).eval()
+    loaded = peft.set_peft_model_state_dict(in_peft, {k.removeprefix(KEY_PREFIX): v for k, v in adapter.state.items()})
+    assert not loaded.unexpected_keys
+    ours = adapter.applied_to(ckpt).eval()
+    with torch.no_grad():
+        assert torch.equal(in_peft(x), ours(x)) and not torch.equal(ours(x), ckpt.model.eval()(x))
+
+    trained = peft.inject_adapter_in_model(config, copy.deepcopy(ckpt.model)).eval()
+    with torch.no_grad():  # stand-in for PEFT training: every lora_B nonzero
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    state = {KEY_PREFIX + k: v for k, v in peft.get_peft_model_state_dict(trained).items()}
+    mine = copy.deepcopy(ckpt.model)
+    inject_lora(mine, adapter.meta["target_modules"], adapter.meta["rank"], adapter.meta["alpha"])
+    load_lora_state(mine.eval(), state)
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x), trained(x), rtol=0, atol=1e-6)
