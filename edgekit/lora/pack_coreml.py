@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
