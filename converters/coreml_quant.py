@@ -120,7 +120,7 @@ POST_CONVERSION: dict[Scheme, PostConversion] = {
 
 
 def convert_and_compress(source: ModelSource, spec: QuantSpec, *, target: str | None = None,
-                         per_tensor: Callable[[Any], Collection[str]] = lambda mlmodel: ()) -> Any:
+                         per_tensor: Callable[[Any], Collection[str]] | None = None) -> Any:
     """Convert ``source`` and compress its weights as ``spec`` says (a scheme of ``POST_CONVERSION``).
 
     ``target`` raises the scheme's oldest Core ML target (never lowers it); ``per_tensor(mlmodel)``
@@ -129,7 +129,9 @@ def convert_and_compress(source: ModelSource, spec: QuantSpec, *, target: str | 
     how = POST_CONVERSION[spec.scheme]
     oldest = max(how.target, target or how.target, key=lambda t: int(t.removeprefix("iOS")))
     mlmodel = convert_program(source.exported_program().run_decompositions({}), source, how.precision, oldest)
-    return how.compress(mlmodel, spec, per_tensor(mlmodel)) if how.compress else mlmodel
+    if how.compress is None:
+        return mlmodel
+    return how.compress(mlmodel, spec, per_tensor(mlmodel) if per_tensor else ())
 
 
 for _scheme in POST_CONVERSION:

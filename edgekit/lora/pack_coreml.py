@@ -42,15 +42,16 @@ class CoreMLPackager(Packager):
 
         from edgekit.converters.coreml_quant import convert_and_compress
 
-        adapter_weights = _AdapterWeights()
+        # int8 only: int4 with one scale per tensor does not pass parity (see _AdapterWeights)
+        adapter_weights = _AdapterWeights() if spec.scheme is Scheme.INT8_WEIGHT else None
         with tempfile.TemporaryDirectory(prefix="edgekit-mf-") as tmp:
             desc = ct.utils.MultiFunctionDescriptor()
             try:
                 with quiet():
                     for v in sorted(variants, key=lambda v: v.name != BASE):  # the base first: see _AdapterWeights
                         single = Path(tmp) / f"{v.name}.mlpackage"
-                        mlmodel = convert_and_compress(v.source, spec, target=TARGET,
-                                                       per_tensor=partial(adapter_weights.per_tensor, v.name, spec))
+                        own = partial(adapter_weights.names, v.name) if adapter_weights else None
+                        mlmodel = convert_and_compress(v.source, spec, target=TARGET, per_tensor=own)
                         compact(mlmodel).save(str(single))
                         desc.add_function(str(single), src_function_name="main", target_function_name=v.name)
                     desc.default_function_name = BASE if any(v.name == BASE for v in variants) else variants[0].name
@@ -102,13 +103,13 @@ class _AdapterWeights:
     def __init__(self) -> None:
         self.base: set[bytes] | None = None
 
-    def per_tensor(self, variant: str, spec: QuantSpec, mlmodel: Any) -> list[str]:
+    def names(self, variant: str, mlmodel: Any) -> list[str]:
+        """The adapter's own weights in ``variant``'s converted program (none for the base, which comes first)."""
         weights = _float_weights(mlmodel)
         if variant == BASE:
             self.base = set(weights.values())
-        if variant == BASE or self.base is None or spec.scheme is not Scheme.INT8_WEIGHT:
             return []
-        return [name for name, value in weights.items() if value not in self.base]
+        return [name for name, value in weights.items() if value not in self.base] if self.base else []
 
 
 def _float_weights(mlmodel: Any) -> dict[str, bytes]:
