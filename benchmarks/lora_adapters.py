@@ -43,16 +43,19 @@ def main() -> None:
     options = AdaptOptions(rank=args.rank, alpha=alpha, steps=args.steps, examples=args.examples, lr=args.lr,
                            targets=tuple(t for t in args.targets.split(",") if t))
     result = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                          "load_avg_1m": os.getloadavg()[0]}, "checkpoint": args.checkpoint, "adapters": [],
-              "artifacts": [], "bench": []}
+                          "load_avg_1m": os.getloadavg()[0]}, "checkpoint": args.checkpoint,
+              "settings": {k: str(v) for k, v in vars(args).items() if k != "checkpoint"} | {"alpha": alpha},
+              "adapters": [], "artifacts": [], "bench": []}
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for domain in args.domains.split(","):
             adapted = adapt_checkpoint(args.checkpoint, Path(tmp) / domain, domain=domain, options=options)
             paths.append(adapted.path)
             m = adapted.meta
-            result["adapters"].append({k: m[k] for k in ("name", "domain", "data_description", "rank", "metric", "before",
-                                                         "after", "trainable_fraction", "train_seconds", "examples")})
+            result["adapters"].append({k: m[k] for k in ("name", "domain", "data_description", "rank", "alpha", "metric",
+                                                         "before", "after", "trainable_fraction", "trainable_parameters",
+                                                         "train_seconds", "steps", "examples", "test_examples",
+                                                         "validation")})
             print(f"{domain}: {m['metric']} {m['before'][m['metric']]:.4f} → {m['after'][m['metric']]:.4f} "
                   f"({m['trainable_fraction']:.2%} trainable, {m['train_seconds']:.0f} s)")
         for precision in args.precisions.split(","):

@@ -132,19 +132,24 @@ def _int8_dynamic(source: ModelSource, path: Path, spec: QuantSpec, prepared: An
 
 def open_session(path: Path, threads: int):
     """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads, quiet, and the session
-    config entries the model's metadata asks for (``SESSION_CONFIG``): read from the first session,
-    which is opened again with them only when there are any."""
+    config entries the model's metadata asks for (``SESSION_CONFIG``)."""
     ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        config = json.loads(session.get_modelmeta().custom_metadata_map.get(SESSION_CONFIG_KEY, "{}"))
-        for key, value in config.items():
+        for key, value in _session_config(path).items():
             options.add_session_config_entry(key, value)
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) if config else session
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise EdgekitError(f"ONNX Runtime cannot load {path}: {_first_line(exc)}") from None
+
+
+def _session_config(path: Path) -> dict[str, str]:
+    """The session config entries stored in the model's metadata (none for most precisions)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(props.get(SESSION_CONFIG_KEY, "{}"))
 
 
 def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:

@@ -119,11 +119,7 @@ def bundled_recipes() -> list[str]:
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Parse and validate a recipe; every mistake names the key, the value and what is allowed."""
     path = resolve_recipe_path(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise EdgekitError(f"{path}: not valid TOML: {exc}") from None
-    raw = check_options(raw, _TOP_LEVEL, str(path))
+    raw = check_options(_read_tables(path), _TOP_LEVEL, str(path))
     for section in ("data", "model"):
         if section not in raw:
             raise EdgekitError(f"{path}: missing the [{section}] table")
@@ -141,6 +137,30 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     )
     _check_references(recipe, str(path))
     return recipe
+
+
+def _read_tables(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file's keys on top of those of the recipe it ``extends`` (a bundled recipe's name or a
+    .toml path beside it): each table merged key by key; name and description are never inherited."""
+    if path.resolve() in chain:
+        loop = " → ".join(p.name for p in (*chain, path))
+        raise EdgekitError(f"{path}: recipes extend each other in a loop ({loop})")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgekitError(f"{path}: not valid TOML: {exc}") from None
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise EdgekitError(f"{path}: extends = {parent!r}; give a recipe name ({', '.join(bundled_recipes())}) "
+                           "or a .toml path")
+    beside = path.parent / parent
+    inherited = _read_tables(beside if beside.is_file() else resolve_recipe_path(parent), (*chain, path.resolve()))
+    for key in ("name", "description"):
+        inherited.pop(key, None)
+    return {key: {**inherited[key], **value} if isinstance(value, dict) and isinstance(inherited.get(key), dict)
+            else value for key, value in (inherited | raw).items()}
 
 
 def _check_references(recipe: Recipe, where: str) -> None:

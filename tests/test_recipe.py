@@ -78,3 +78,24 @@ def test_not_toml_and_missing_recipe(tmp_path):
         load_recipe(write(tmp_path, "name = = 3"))
     with pytest.raises(EdgekitError, match=r"not found.*cnn_digits"):
         load_recipe(tmp_path / "nope.toml")
+
+
+def test_a_recipe_extends_another_table_by_table(tmp_path):
+    prose, plain = load_recipe("ssm_lm_prose"), load_recipe("ssm_lm")
+    assert prose.model == plain.model | {"d_model": 256} and plain.model["d_model"] == 128
+    assert (prose.data, prose.train, prose.export, prose.seed) == (plain.data, plain.train, plain.export, plain.seed)
+    assert prose.adapt.enabled and not plain.adapt.enabled and prose.name == "ssm_lm_prose"
+    (tmp_path / "parent.toml").write_text(BASE + "width = 8\n[train]\nepochs = 7\nlr = 0.5\n")
+    child = load_recipe(write(tmp_path, 'extends = "parent.toml"\n[train]\nepochs = 2\n'))
+    assert child.name == "r" and child.model["width"] == 8  # the name is never inherited
+    assert (child.train.epochs, child.train.lr) == (2, 0.5)
+
+
+def test_bad_extends_is_named(tmp_path):
+    with pytest.raises(EdgekitError, match=r"'nope' not found.*cnn_digits"):
+        load_recipe(write(tmp_path, 'extends = "nope"\n' + BASE))
+    with pytest.raises(EdgekitError, match=r"extends = 3; give a recipe name"):
+        load_recipe(write(tmp_path, "extends = 3\n" + BASE))
+    (tmp_path / "a.toml").write_text('extends = "r.toml"\n' + BASE)
+    with pytest.raises(EdgekitError, match=r"loop \(r.toml → a.toml → r.toml\)"):
+        load_recipe(write(tmp_path, 'extends = "a.toml"\n' + BASE))

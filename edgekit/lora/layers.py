@@ -1,7 +1,7 @@
 """A small in-house LoRA: low-rank adapters around nn.Linear / nn.Conv1d / nn.Conv2d of a plain module.
 
-PEFT is not a dependency of edgekit (it is not in the tested stack); this module follows PEFT's
-LoRA arithmetic and file layout so adapters stay interchangeable with it:
+edgekit does not need PEFT at run time; this module follows PEFT's LoRA arithmetic and file layout,
+so adapters are interchangeable with it (the test suite loads them into PEFT and back):
 
     y = base(x) + lora_B(lora_A(x)) · alpha / r
     Linear: lora_A = Linear(in, r), lora_B = Linear(r, out)                 (no biases)
