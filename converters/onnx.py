@@ -146,8 +146,7 @@ def open_session(path: Path, threads: int):
 
 def _session_config(path: Path) -> dict[str, str]:
     """The session config entries stored in the model's metadata (none for most precisions)."""
-    import onnx
-
+    onnx = require("onnx", "onnx")
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     return json.loads(props.get(SESSION_CONFIG_KEY, "{}"))
 

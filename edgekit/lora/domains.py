@@ -22,7 +22,7 @@ from edgekit.data import Dataset, Split, load_dataset
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
-MAX_TEXT_TEST_WINDOWS = 512  # held-out text windows scored before/after (bits per byte): all 365 of the prose domain's
+MAX_TEXT_TEST_WINDOWS = 512  # held-out text windows scored before/after (bits per byte); prose has fewer: all of them
 
 
 @dataclass
