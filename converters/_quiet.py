@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Iterator
 
 _QUIET_LOGGERS = ("coremltools", "absl", "torch.onnx", "onnxscript", "litert_torch", "jax", "root")
@@ -38,6 +41,7 @@ def quiet(enabled: bool = True) -> Iterator[None]:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         text = os.fdopen(os.dup(sink.fileno()), "w", buffering=1)
+        _WATCHER.arm(saved[1])
         try:
             with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
                 yield
@@ -48,6 +52,7 @@ def quiet(enabled: bool = True) -> Iterator[None]:
             exc.captured_output = sink.read()[-20000:].decode(errors="replace")  # type: ignore[attr-defined]
             raise
         finally:
+            _WATCHER.disarm()
             text.close()
             _restore(saved)
             os.close(saved[0])
@@ -61,3 +66,64 @@ def _restore(saved: tuple[int, int]) -> None:
     sys.stderr.flush()
     os.dup2(saved[0], 1)
     os.dup2(saved[1], 2)
+
+
+class _Watcher:
+    """Speaks up when the process dies inside :func:`quiet`: LiteRT's flatbuffer writer ends it with
+    LLVM's fatal-error ``_exit(1)`` on a full disk, with fds 1/2 still redirected. A small watcher
+    process (``_reaper.py``, started once, at the first ``quiet()``) holds the original stderr and a
+    pipe from us; when the pipe closes while a write is in progress, it prints one ``edgekit: error:``
+    line naming the file (and a full disk) and removes this process's staging folders and lock files.
+
+    Why a watcher: ``_exit`` skips every in-process exit handler (C ``atexit`` included), and
+    converting in a child process would mean forking a process with live torch/MLIR thread pools
+    (deadlock-prone) or pickling the model into a spawned one (edgekit never pickles). The watcher
+    also covers ``abort()``, crashes and SIGKILL; the bundle's next writer still removes any debris."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._failed = False
+        self._depth = 0
+
+    def arm(self, stderr_fd: int) -> None:
+        self._depth += 1
+        from edgekit.io import live_writes, live_paths
+
+        targets = live_writes()
+        target = targets[-1] if targets else None
+        self._send({"armed": True, "target": str(target) if target else None,
+                    "format": _format_of(target) if target else None,
+                    "remove": [[str(p), is_lock] for p, is_lock in live_paths()]}, stderr_fd)
+
+    def disarm(self) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0:
+            self._send({"armed": False}, None)
+
+    def _send(self, message: dict, stderr_fd: int | None) -> None:
+        if self._proc is None and stderr_fd is not None and not self._failed:
+            self._start(stderr_fd)
+        if self._proc is None or self._proc.stdin is None:
+            return
+        try:
+            self._proc.stdin.write((json.dumps(message) + "\n").encode())
+            self._proc.stdin.flush()
+        except (OSError, ValueError):  # the watcher is gone: carry on without it
+            self._proc = None
+
+    def _start(self, stderr_fd: int) -> None:
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-I", str(Path(__file__).with_name("_reaper.py"))],
+                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_fd,
+                                          start_new_session=True)
+        except OSError:
+            self._failed = True
+
+
+def _format_of(target: Path) -> str:
+    from edgekit.converters import CONVERTERS
+
+    return next((n for n in CONVERTERS if target.name.endswith(CONVERTERS.get(n).suffix)), target.suffix.lstrip("."))
+
+
+_WATCHER = _Watcher()

@@ -10,9 +10,10 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.io import atomic_write_text
+from edgekit.io import atomic_write_text, exclusive_lock, os_error
 
 MANIFEST = "manifest.json"
+LOCK = ".edgekit.lock"  # held by the bundle's one writer (see bundle_lock); removed when released
 MANIFEST_VERSION = 1
 
 # artifact status → how the report shows it
@@ -89,10 +90,81 @@ def load_manifest(bundle: str | Path) -> Manifest:
         raise EdgekitError(f"{bundle} is not an edgekit bundle (no {MANIFEST})")
     try:
         raw = json.loads(path.read_text())
-        entries = [ArtifactEntry(**a) for a in raw.pop("artifacts")]
-        return Manifest(**raw, artifacts=entries)
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise EdgekitError(f"{path} is damaged: {exc}") from None
+        problem = manifest_problem(raw)
+        if problem is None:
+            entries = [ArtifactEntry(**a) for a in raw.pop("artifacts")]
+            return Manifest(**raw, artifacts=entries)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    raise EdgekitError(f"{path} is damaged: {problem}")
+
+
+_OPTIONAL = type(None)
+# the type each manifest field must have (a manifest is untrusted input: checked before it is used)
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "source": (dict,), "labels": (list, _OPTIONAL), "preprocessing": (dict, _OPTIONAL),
+    "tools": (dict,), "artifacts": (list,), "adapters": (list,)}
+_SOURCE_TYPES: dict[str, tuple[type, ...]] = {"kind": (str,), "path": (str, _OPTIONAL), "sha256": (str, _OPTIONAL),
+                                               "lengths": (list,)}
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "format": (str,), "precision": (str,), "status": (str,), "file": (str, _OPTIONAL), "runtime": (str,),
+    "size_bytes": (int, _OPTIONAL), "sha256": (str, _OPTIONAL), "inputs": (list,), "outputs": (list,),
+    "op_histogram": (dict,), "verification": (dict,), "error": (str, _OPTIONAL), "compiled_for": (str, _OPTIONAL),
+    "graph": (str,), "variants": (list,), "states": (list,), "usage": (str,)}
+_VARIANT_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "select": (dict,)}
+_REQUIRED_ENTRY = ("format", "precision", "status")
+
+
+def _type_problem(where: str, data: dict[str, Any], types: dict[str, tuple[type, ...]],
+                  required: tuple[str, ...] = ()) -> str | None:
+    """The first field of ``data`` that is missing (when required) or of the wrong type, as a phrase."""
+    for key in required:
+        if key not in data:
+            return f"{where} has no {key!r}"
+    for key, allowed in types.items():
+        if key in data and not isinstance(data[key], allowed):
+            names = " or ".join("null" if t is _OPTIONAL else t.__name__ for t in allowed)
+            return f"{where}.{key} is {data[key]!r:.60} ({type(data[key]).__name__}), expected {names}"
+    return None
+
+
+def manifest_problem(raw: Any) -> str | None:
+    """What is wrong with a parsed manifest.json (missing keys, wrong types), or None when it is usable."""
+    if not isinstance(raw, dict):
+        return f"it holds a {type(raw).__name__}, not an object"
+    problem = _type_problem("manifest", raw, _MANIFEST_TYPES, ("name", "source", "artifacts"))
+    if problem or (problem := _type_problem("source", raw["source"], _SOURCE_TYPES)):
+        return problem
+    for i, entry in enumerate(raw["artifacts"]):
+        if not isinstance(entry, dict):
+            return f"artifacts[{i}] is {entry!r:.60}, expected an object"
+        if problem := _type_problem(f"artifacts[{i}]", entry, _ENTRY_TYPES, _REQUIRED_ENTRY):
+            return problem
+        for j, variant in enumerate(entry.get("variants", [])):
+            where = f"artifacts[{i}].variants[{j}]"
+            if not isinstance(variant, dict):
+                return f"{where} is {variant!r:.60}, expected an object"
+            if problem := _type_problem(where, variant, _VARIANT_TYPES, ("name", "select")):
+                return problem
+    return None
+
+
+def bundle_path(bundle: str | Path, name: Any, what: str = "artifact file") -> Path:
+    """``bundle / name`` for a file name taken from a manifest, refused unless it stays inside the bundle
+    once symlinks are resolved (no absolute paths, no ``..`` out of it, no links that leave it)."""
+    where = Path(bundle) / MANIFEST
+    if not isinstance(name, str) or not name.strip():
+        raise EdgekitError(f"{where} is damaged: {what} {name!r} is not a file name")
+    try:
+        root = Path(bundle).resolve()
+        inside = not Path(name).is_absolute() and (root / name).resolve().is_relative_to(root)
+        inside = inside and (root / name).resolve() != root
+    except (OSError, ValueError, RuntimeError):  # NUL bytes, symlink loops
+        inside = False
+    if not inside:
+        raise EdgekitError(f"{where}: {what} {name!r} is outside the bundle {bundle} (after resolving symlinks); "
+                           "manifest file names must be relative paths inside the bundle folder")
+    return Path(bundle) / name
 
 
 def artifact_metadata(manifest: Manifest, fmt: str, precision: str, source_inputs, source_outputs) -> dict[str, Any]:
@@ -110,3 +182,27 @@ def artifact_metadata(manifest: Manifest, fmt: str, precision: str, source_input
         "source": manifest.source,
         "tools": manifest.tools,
     }
+
+
+def bundle_lock(bundle: str | Path):
+    """Context manager: the bundle's writer lock (creating the folder). A second writer fails at once,
+    naming the bundle and the pid holding it; a killed writer's lock dies with it."""
+    bundle = Path(bundle)
+    try:
+        bundle.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, bundle) from None
+    return exclusive_lock(bundle / LOCK, f"bundle {bundle}")
+
+
+def record_entries(bundle: str | Path, manifest: Manifest, entries: list[ArtifactEntry]) -> Manifest:
+    """Re-read the bundle's manifest (its artifacts, when it is for the same source), merge ``entries``
+    and save. Called under :func:`bundle_lock` after each artifact, so an interrupted run keeps what
+    finished and no writer's entries are lost."""
+    if (Path(bundle) / MANIFEST).is_file():
+        on_disk = load_manifest(bundle)
+        if on_disk.source.get("sha256") == manifest.source.get("sha256"):
+            manifest.artifacts = on_disk.artifacts
+    manifest.merge(entries)
+    manifest.save(bundle)
+    return manifest

@@ -24,7 +24,7 @@ class Checkpoint:
 
     @property
     def sha256(self) -> str:
-        return self.meta["weights_sha256"]
+        return self.meta["weights_sha256"]  # present: load_checkpoint checks REQUIRED_META
 
     @property
     def labels(self) -> list[str] | None:
@@ -37,7 +37,7 @@ def save_checkpoint(model: EdgeModel, directory: str | Path, meta: dict[str, Any
 
     family = getattr(type(model), "family_name", None)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_output(directory) as tmp:
+    with atomic_output(directory, kind="checkpoint") as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "family": str(family)})
         full = {"family": family, "config": config_to_dict(model.config), **meta,
@@ -54,13 +54,49 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     directory = folder_holding(path, WEIGHTS, META)
     if directory is None:
         raise EdgekitError(f"{path} is not an edgekit checkpoint (expected a folder with {WEIGHTS} and {META})")
+    meta = read_meta(directory / META)
     try:
-        meta = json.loads((directory / META).read_text())
         model = create_model(meta["family"], meta["config"])
+    except EdgekitError as exc:
+        raise EdgekitError(f"{directory / META}: {exc}") from None
+    try:
         state = load_file(str(directory / WEIGHTS))
-    except (json.JSONDecodeError, KeyError, SafetensorError) as exc:
-        raise EdgekitError(f"checkpoint {directory} is damaged: {exc}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise EdgekitError(f"checkpoint {directory} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    except (SafetensorError, OSError) as exc:
+        raise EdgekitError(f"checkpoint {directory / WEIGHTS} is damaged: {exc}") from None
+    _check_state(model, state, directory / WEIGHTS)
+    model.load_state_dict(state)
     return Checkpoint(model.eval(), meta, directory)
+
+
+REQUIRED_META = {"family": str, "config": dict, "weights_sha256": str}
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's meta.json: a JSON object with ``REQUIRED_META``; any fault names the file and key."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgekitError(f"checkpoint {path} is damaged: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise EdgekitError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if not isinstance(meta, dict):
+        raise EdgekitError(f"checkpoint {path} is damaged: expected a JSON object, got {type(meta).__name__}")
+    for key, kind in REQUIRED_META.items():
+        if not isinstance(meta.get(key), kind):
+            what = "is missing" if key not in meta else f"is {type(meta[key]).__name__}, expected {kind.__name__}"
+            raise EdgekitError(f"checkpoint {path} is damaged: key {key!r} {what}")
+    return meta
+
+
+def _check_state(model: EdgeModel, state: dict[str, Any], path: Path) -> None:
+    """Every tensor present, none extra, each of the model's shape; the first mismatch is named."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise EdgekitError(f"checkpoint {path} does not match its meta.json config: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
+    for key, want in expected.items():
+        if tuple(state[key].shape) != tuple(want.shape):
+            raise EdgekitError(f"checkpoint {path} does not match its meta.json config: {key} has shape "
+                               f"{tuple(state[key].shape)}, the config's model needs {tuple(want.shape)}")

@@ -14,13 +14,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgekit",
         description="Train, adapt, quantize, convert, verify and benchmark models for phones.",
+        exit_on_error=False,  # a bad flag value is one `edgekit: error:` line, exit 1 (see main)
     )
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         cmd = COMMANDS.get(name)
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help, exit_on_error=False)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         cmd.configure(p)
         p.set_defaults(_run=cmd.run)
@@ -28,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except argparse.ArgumentError as exc:  # a flag's value: edgekit/commands/validate.py says what is allowed
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return 1
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

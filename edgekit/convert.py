@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.artifact import EXPORTED, FAILED, VERIFIED, ArtifactEntry, Manifest, artifact_metadata, load_manifest
+from edgekit.artifact import (EXPORTED, FAILED, MANIFEST, VERIFIED, ArtifactEntry, Manifest, artifact_metadata,
+                              bundle_lock, bundle_path, load_manifest, record_entries)
 from edgekit.converters import CONVERTERS, Converter, ModelSource, RunnerUnavailable
 from edgekit.errors import EdgekitError
-from edgekit.io import atomic_output, sha256_path, size_bytes
+from edgekit.io import (ARTIFACT, atomic_output, check_output_dir, hold_interrupts, remove_stale_staging, sha256_path,
+                        size_bytes)
 from edgekit.progress import progress_bar
 from edgekit.quant import QuantPlan, QuantSpec, as_spec, plan_quantization
 from edgekit.verify import MIL_REFERENCE, ReferenceData, compare, tolerance_for
@@ -27,46 +31,57 @@ class VerificationFailed(EdgekitError):
 def convert_model(
     source: ModelSource, formats: list[str], bundle: str | Path, reference: ReferenceData,
     *, precision: str | QuantSpec | QuantPlan = "fp32", threads: int = 2, quant_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
     """Export ``source`` to each format into ``bundle``; only verified (or honestly unverifiable)
     artifacts are kept, and the manifest records every outcome. ``precision`` is a QuantSpec name
     (``"int8"``), a QuantSpec or a prepared QuantPlan; ``quant_options`` go to ``plan_quantization``
     (calib, budget_points, qat_epochs, progress)."""
     return convert_graphs([source], formats, bundle, [reference], precision=precision, threads=threads,
-                          quant_options=quant_options)
+                          quant_options=quant_options, overwrite=overwrite)
 
 
 def convert_graphs(
     sources: list[ModelSource], formats: list[str], bundle: str | Path, references: list[ReferenceData],
     *, precision: str | QuantSpec | QuantPlan = "fp32", threads: int = 2, quant_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
     """``convert_model`` for every graph of one model (``sources.graph_sources``), each verified on its
-    own reference data; artifacts are named ``<model>_<graph>_<precision>.<suffix>``."""
+    own reference data; artifacts are named ``<model>_<graph>_<precision>.<suffix>``.
+
+    The bundle is written under its lock: debris of a killed run is removed first, and the manifest
+    is saved after each artifact. A damaged manifest, or one for another model, is refused unless
+    ``overwrite``; a folder that is not a bundle is written into only with ``overwrite``."""
     converters = [CONVERTERS.get(fmt) for fmt in formats]
     for conv in converters:
         conv.check_precision(precision)
     tolerance_for(precision)
     bundle = Path(bundle)
-    manifest = _manifest_for(sources[0], bundle)
+    check_output_dir(bundle, "bundle", overwrite)
     spec = as_spec(getattr(precision, "spec", precision))
     extras = [(conv, x) for conv in converters for x in conv.extra_graphs(list(zip(sources, references)), spec)]
-    entries = []
-    with progress_bar("converting", total=len(converters) * len(sources) + len(extras)) as bar:
-        for source, reference in zip(sources, references):
-            plan = plan_quantization(source, precision, **(quant_options or {}))  # one calibration for all formats
-            for conv in converters:
-                bar.note(f"{conv.name} {source.graph}".strip())
-                entries.append(convert_one(conv, source, bundle, manifest, reference, plan, threads))
+    with bundle_lock(bundle):
+        remove_stale_staging(bundle)
+        manifest = _manifest_for(sources[0], bundle, overwrite)
+        manifest.save(bundle)
+        for source, reference in [*zip(sources, references), *((x.source, x.reference) for _, x in extras)]:
+            write_golden(bundle, reference, source.graph)
+
+        def record(entry: ArtifactEntry) -> None:
+            record_entries(bundle, manifest, [entry])
+
+        with progress_bar("converting", total=len(converters) * len(sources) + len(extras)) as bar:
+            for source, reference in zip(sources, references):
+                plan = plan_quantization(source, precision, **(quant_options or {}))  # one calibration for all formats
+                for conv in converters:
+                    bar.note(f"{conv.name} {source.graph}".strip())
+                    convert_one(conv, source, bundle, manifest, reference, plan, threads, record=record)
+                    bar.advance()
+            for conv, extra in extras:  # graphs one format offers beside the model's own, in their own precision
+                bar.note(f"{conv.name} {extra.source.graph}")
+                convert_one(conv, extra.source, bundle, manifest, extra.reference,
+                            QuantPlan(as_spec(extra.precision)), threads, record=record)
                 bar.advance()
-        for conv, extra in extras:  # graphs one format offers beside the model's own, in their own precision
-            bar.note(f"{conv.name} {extra.source.graph}")
-            entries.append(convert_one(conv, extra.source, bundle, manifest, extra.reference,
-                                       QuantPlan(as_spec(extra.precision)), threads))
-            bar.advance()
-    manifest.merge(entries)
-    manifest.save(bundle)
-    for source, reference in [*zip(sources, references), *((x.source, x.reference) for _, x in extras)]:
-        write_golden(bundle, reference, source.graph)
     return manifest
 
 
@@ -79,29 +94,59 @@ def converted_entries(manifest: Manifest, sources: list[ModelSource], formats: l
     return [e for g in [*graphs, *dict.fromkeys(extra)] for fmt in formats if (e := manifest.entry(fmt, g))]
 
 
-def _manifest_for(source: ModelSource, bundle: Path) -> Manifest:
-    """The bundle's existing manifest if it is for the same source, else a new one."""
+def _manifest_for(source: ModelSource, bundle: Path, overwrite: bool = False) -> Manifest:
+    """The bundle's manifest to extend: the existing one (its artifacts kept) when it is for this
+    source. One for the same checkpoint path with other weights (retrained) is replaced and its
+    stale artifacts removed; a damaged one, or one for another model, only with ``overwrite``."""
     fresh = Manifest(
         name=source.name,
         source={"kind": source.kind, "path": source.origin, "sha256": source.sha256,
                 **({"lengths": list(source.lengths)} if source.lengths else {})},
         labels=source.labels, preprocessing=source.preprocessing, tools=tool_versions(),
     )
+    if not (bundle / MANIFEST).exists():
+        return fresh
     try:
         old = load_manifest(bundle)
-    except EdgekitError:
+    except EdgekitError as exc:
+        if overwrite:
+            return fresh
+        raise EdgekitError(f"{exc}; move it away or use --overwrite") from None
+    if old.source.get("sha256") == source.sha256:
+        fresh.artifacts = old.artifacts
         return fresh
-    if old.source.get("sha256") != source.sha256:
-        return fresh
-    fresh.artifacts = old.artifacts
+    if not overwrite and not _same_path(old.source.get("path"), source.origin, bundle):
+        raise EdgekitError(
+            f"{bundle / MANIFEST} is for another model ({old.name}, source {old.source.get('path')}); "
+            "use --overwrite to replace its artifacts or choose another --out")
+    _remove_artifacts(bundle, old)
     return fresh
+
+
+def _same_path(recorded: Any, origin: str, bundle: Path) -> bool:
+    """Whether a manifest's recorded source path names ``origin`` (relative to the bundle or the cwd)."""
+    if not isinstance(recorded, str) or not recorded:
+        return False
+    target = Path(origin).resolve()
+    return any(p.resolve() == target for p in (Path(recorded), bundle / recorded))
+
+
+def _remove_artifacts(bundle: Path, manifest: Manifest) -> None:
+    """Delete the files an edgekit manifest names inside ``bundle`` (they are being replaced)."""
+    for entry in manifest.artifacts:
+        if not entry.file:
+            continue
+        with contextlib.suppress(EdgekitError, OSError):
+            path = bundle_path(bundle, entry.file)
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
 
 def convert_one(
     conv: Converter, source: ModelSource, bundle: Path, manifest: Manifest, reference: ReferenceData,
-    precision: str | QuantPlan, threads: int,
+    precision: str | QuantPlan, threads: int, *, record: Callable[[ArtifactEntry], None] | None = None,
 ) -> ArtifactEntry:
-    """Export, inspect and verify one format; the file appears in the bundle only if all went well."""
+    """Export, inspect and verify one format; the file appears in the bundle only if all went well,
+    and ``record(entry)`` (the manifest update) runs with it, Ctrl-C held off in between."""
     plan = precision if isinstance(precision, QuantPlan) else QuantPlan(as_spec(precision))
     name = conv.artifact_name(source.artifact_base, plan.spec)
     entry = ArtifactEntry(format=conv.name, precision=plan.tag, status=FAILED, runtime=conv.runtime,
@@ -124,21 +169,33 @@ def convert_one(
             raise VerificationFailed(_failure_text(conv.name, entry.verification))
         entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
 
-    return write_entry(entry, bundle / name, fill)
+    return write_entry(entry, bundle / name, fill, record)
 
 
-def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None]) -> ArtifactEntry:
+def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
+                record: Callable[[ArtifactEntry], None] | None = None) -> ArtifactEntry:
     """Run ``fill(staged)`` on a private staging path that becomes ``path`` only if it returns; an
     EdgekitError is recorded in ``entry.error`` (status stays failed) and nothing is left behind.
-    ``fill`` writes the artifact and fills ``entry``, its verification included."""
-    try:
-        with atomic_output(path) as staged:
-            fill(staged)
-    except EdgekitError as exc:
-        entry.error = str(exc)
-        return entry
-    entry.file = path.name
-    entry.status = VERIFIED if entry.verification["status"] == "passed" else EXPORTED
+    ``fill`` writes the artifact and fills ``entry``, its verification included. ``record`` saves
+    the entry; from the moment the artifact lands until it is recorded, SIGINT waits, and if
+    recording fails the new artifact is removed again (no artifact without a manifest entry)."""
+    with contextlib.ExitStack() as held:
+        try:
+            with atomic_output(path, kind=ARTIFACT) as staged:
+                fill(staged)
+                held.enter_context(hold_interrupts())
+        except EdgekitError as exc:
+            entry.error = str(exc)
+        else:
+            entry.file = path.name
+            entry.status = VERIFIED if entry.verification["status"] == "passed" else EXPORTED
+        if record is not None:
+            try:
+                record(entry)
+            except BaseException:
+                if entry.file:
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+                raise
     return entry
 
 
@@ -156,6 +213,8 @@ def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, preci
 
 
 def _failure_text(fmt: str, v: dict[str, Any]) -> str:
+    if v.get("problems"):  # degenerate cases (NaN, no inputs, constant reference) fail whatever the numbers
+        return f"{fmt} artifact fails verification: {'; '.join(v['problems'])}"
     tol = v["tolerance"]
     allowed = "not checked" if tol["max_abs_diff"] is None else f"allowed {tol['max_abs_diff']:.3g}"
     text = (f"{fmt} artifact disagrees with PyTorch: max |Δ| {v['max_abs_diff']:.3g} "

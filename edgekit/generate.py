@@ -95,8 +95,15 @@ def generate(session: StepSession, prompt: bytes, max_bytes: int, *, temperature
     """Feed ``prompt`` byte by byte, then yield ``max_bytes`` new bytes (greedy at temperature 0)."""
     if not prompt:
         raise EdgekitError("the prompt is empty; give at least one byte with --prompt")
+    if not (np.isfinite(temperature) and temperature >= 0) or top_k < 0 or max_bytes < 0:
+        raise EdgekitError(f"--temperature {temperature} must be finite and >= 0, --top-k {top_k} and --max-bytes "
+                           f"{max_bytes} >= 0")
     rng = np.random.default_rng(seed)
-    for byte in prompt:
+    logits = session(prompt[0])
+    if top_k > logits.size:
+        raise EdgekitError(f"--top-k {top_k} is larger than the vocabulary ({logits.size} tokens); "
+                           f"give 0 (all) to {logits.size}")
+    for byte in prompt[1:]:
         logits = session(byte)
     for _ in range(max_bytes):
         byte = _sample(logits, temperature, top_k, rng)
@@ -108,8 +115,9 @@ def _sample(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.G
     """Greedy (temperature 0) or softmax sampling, optionally from the ``top_k`` most likely bytes."""
     if temperature <= 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
+    z = logits.astype(np.float64)
+    z = (z - z.max()) / temperature  # <= 0 everywhere: a tiny temperature gives -inf, never nan
     if top_k:
         z[z < np.sort(z)[-top_k]] = -np.inf
-    p = np.exp(z - z.max())
+    p = np.exp(z)
     return int(rng.choice(len(p), p=p / p.sum()))

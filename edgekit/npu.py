@@ -9,6 +9,19 @@ from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path, size_bytes
 
 
+def check_npu_target(target: str) -> tuple[str, str]:
+    """``VENDOR:SOC`` syntax and a registered vendor, checked before anything is converted."""
+    from edgekit.devices.qualcomm_aot import NPU_COMPILERS, parse_npu_target
+
+    vendor, soc = parse_npu_target(target)
+    if vendor not in NPU_COMPILERS:
+        raise EdgekitError(f"NPU vendor {vendor!r} in {target!r} is unknown; VENDOR:SOC with VENDOR one of: "
+                           f"{', '.join(NPU_COMPILERS.names())} (e.g. qualcomm:SM8650)")
+    if not soc.replace("_", "").replace("-", "").isalnum():
+        raise EdgekitError(f"NPU SoC {soc!r} in {target!r} is not a SoC name like SM8650")
+    return vendor, soc
+
+
 def compile_bundle_for_npu(bundle: Path, manifest: Manifest, target: str) -> ArtifactEntry:
     """Compile the bundle's verified TFLite artifact for ``target`` (``qualcomm:SM8650``)."""
     from edgekit.devices.qualcomm_aot import compile_npu, parse_npu_target

@@ -13,7 +13,7 @@ from edgekit.bench import bench_bundle, bench_torch
 from edgekit.bench.result import BenchResult
 from edgekit.converters import ModelSource
 from edgekit.convert import convert_graphs
-from edgekit.io import atomic_write_text
+from edgekit.io import atomic_write_text, check_output_dir
 from edgekit.progress import status
 from edgekit.recipe import BenchSpec, Recipe
 from edgekit.report import build_rows
@@ -35,9 +35,10 @@ class RunOutcome:
         return all(r["status"] != FAILED for r in self.rows)
 
 
-def run_pipeline(recipe: Recipe, out_dir: str | Path) -> RunOutcome:
-    """Train, convert to every format of the recipe, verify, benchmark, and write report.json."""
-    out = Path(out_dir)
+def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> RunOutcome:
+    """Train, convert to every format of the recipe, verify, benchmark, and write report.json.
+    ``out_dir`` is checked first (writable; empty or edgekit's own unless ``overwrite``)."""
+    out = check_output_dir(out_dir, "run", overwrite)
     clock = _Stopwatch()
     status(f"[bold]1/4 train[/] {recipe.name} → {out / 'checkpoint'}")
     checkpoint, trained = train_recipe(recipe, out)
@@ -56,7 +57,8 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path) -> RunOutcome:
            f"{'; '.join(r.description for r in references)}")
     manifest = convert_graphs(sources, list(recipe.export.formats), out / "bundle", references,
                               precision=recipe.export.quant_spec(), threads=recipe.bench.threads,
-                              quant_options=recipe.export.quant_options() | {"progress": status})
+                              quant_options=recipe.export.quant_options() | {"progress": status},
+                              overwrite=overwrite)
     clock.lap("convert_and_verify")
     status(f"[bold]3/4 bench[/] {recipe.bench.threads} threads, {recipe.bench.warmup} warm-up, {recipe.bench.runs} runs")
     results = bench_everything(sources, out / "bundle", manifest, references, recipe.bench)

@@ -119,7 +119,7 @@ def bundled_recipes() -> list[str]:
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Parse and validate a recipe; every mistake names the key, the value and what is allowed."""
     path = resolve_recipe_path(name_or_path)
-    raw = check_options(_read_tables(path), _TOP_LEVEL, str(path))
+    raw = check_options(_read_tables(path), _TOP_LEVEL, f"{path}:")
     for section in ("data", "model"):
         if section not in raw:
             raise EdgekitError(f"{path}: missing the [{section}] table")
@@ -146,9 +146,13 @@ def _read_tables(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         loop = " → ".join(p.name for p in (*chain, path))
         raise EdgekitError(f"{path}: recipes extend each other in a loop ({loop})")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise EdgekitError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise EdgekitError(f"{path}: not a UTF-8 text file (byte {exc.start}); a recipe is TOML text") from None
+    except OSError as exc:
+        raise EdgekitError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

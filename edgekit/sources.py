@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from edgekit.checkpoint import META, WEIGHTS, load_checkpoint
 from edgekit.converters.base import ModelSource
 from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path
+from edgekit.pt2 import example_inputs as pt2_example_inputs
+from edgekit.pt2 import load_pt2
 from edgekit.verify import ReferenceData, reference_from_model
 
 PT2_META = "edgekit.json"  # optional extra file inside a .pt2 with labels and preprocessing
@@ -24,6 +25,9 @@ RANDOM_REFERENCE_SAMPLES = 200
 def load_source(path: str | Path, *, labels: str | None = None, meta: str | None = None) -> ModelSource:
     """A ModelSource from a checkpoint folder or a .pt2; ``labels``/``meta`` files add metadata."""
     path = Path(path)
+    extra = _read_meta_file(meta) if meta else {}  # the user's files first: they fail before a model loads
+    if labels:
+        extra["labels"] = _read_labels(labels)
     if not path.exists():
         raise EdgekitError(f"{path} does not exist; expected an edgekit checkpoint folder or a .pt2 file")
     if path.is_dir() or path.name in (WEIGHTS, META):
@@ -35,12 +39,36 @@ def load_source(path: str | Path, *, labels: str | None = None, meta: str | None
             f"{path} is not a model edgekit can read; expected an edgekit checkpoint folder "
             "(model.safetensors + meta.json) or a .pt2 file written by torch.export.save"
         )
-    extra = _read_meta_file(meta) if meta else {}
-    if labels:
-        extra["labels"] = _read_labels(labels)
-    source.labels = extra.get("labels", source.labels)
-    source.preprocessing = extra.get("preprocessing", source.preprocessing)
+    _apply_metadata(source, extra, labels, meta)
     return source
+
+
+def _apply_metadata(source: ModelSource, extra: dict[str, Any], labels: str | None, meta: str | None) -> None:
+    """Labels, preprocessing and (for a .pt2) I/O names from --labels/--meta, each checked against the model."""
+    if "labels" in extra:
+        classes = _output_classes(source)
+        given = f"--labels {labels}" if labels else f"--meta {meta}"
+        if classes is not None and len(extra["labels"]) != classes:
+            raise EdgekitError(f"{given}: {len(extra['labels'])} labels for a model with {classes} output "
+                               f"classes ({source.origin}); give exactly {classes}")
+        source.labels = extra["labels"]
+    source.preprocessing = extra.get("preprocessing", source.preprocessing)
+    for key, have in (("input_names", source.input_names), ("output_names", source.output_names)):
+        if key not in extra:
+            continue
+        if source.kind != "pt2":
+            raise EdgekitError(f"--meta {meta}: {key} applies to a .pt2 model; a checkpoint's come from its family")
+        if len(extra[key]) != len(have):
+            raise EdgekitError(f"--meta {meta}: {key} has {len(extra[key])} names; the model has {len(have)}")
+        setattr(source, key, tuple(extra[key]))
+
+
+def _output_classes(source: ModelSource) -> int | None:
+    """The size of the first output's last axis (the classes of a classifier), from one run on its example."""
+    with torch.no_grad():
+        out = source.module(*source.example_inputs)
+    first = out[0] if isinstance(out, (tuple, list)) else out
+    return int(first.shape[-1]) if isinstance(first, torch.Tensor) and first.ndim else None
 
 
 def _from_checkpoint(path: Path) -> ModelSource:
@@ -56,15 +84,9 @@ def _from_checkpoint(path: Path) -> ModelSource:
 
 
 def _from_pt2(path: Path) -> ModelSource:
-    extra = {PT2_META: ""}
-    try:
-        program = torch.export.load(str(path), extra_files=extra)
-    except (zipfile.BadZipFile, RuntimeError, KeyError, ValueError, EOFError) as exc:
-        raise EdgekitError(f"{path} is not a readable torch.export program: {str(exc).splitlines()[0][:200]}") from None
-    args, kwargs = program.example_inputs or ((), {})
-    if not args or kwargs or not all(isinstance(a, torch.Tensor) for a in args):
-        raise EdgekitError(f"{path} has no positional tensor example inputs; export it with torch.export.export(model, (x,))")
-    meta = json.loads(extra[PT2_META]) if extra[PT2_META] else {}
+    program, extra = load_pt2(path)  # never unpickles; the archive's sample inputs are not read
+    args = pt2_example_inputs(program, path)
+    meta = _pt2_meta(path, extra.get(PT2_META, ""))
     spec = program.graph_signature
     inputs = tuple(s.arg.name for s in spec.input_specs if s.kind.name == "USER_INPUT")
     n_out = len([s for s in spec.output_specs if s.kind.name == "USER_OUTPUT"])
@@ -77,33 +99,78 @@ def _from_pt2(path: Path) -> ModelSource:
     )
 
 
-def _read_labels(path: str) -> list[str]:
-    text = _read_text(path)
-    if path.endswith(".json"):
-        labels = json.loads(text)
-        if not isinstance(labels, list):
-            raise EdgekitError(f"{path}: expected a JSON list of class names")
-        return [str(x) for x in labels]
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _read_meta_file(path: str) -> dict[str, Any]:
+def _pt2_meta(path: Path, text: str) -> dict[str, Any]:
+    """The optional ``extra/edgekit.json`` of a .pt2 (plain JSON text): labels, preprocessing, I/O names."""
+    if not text:
+        return {}
     try:
-        meta = json.loads(_read_text(path))
+        meta = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise EdgekitError(f"{path}: not valid JSON: {exc}") from None
-    allowed = {"labels", "preprocessing", "input_names", "output_names"}
-    unknown = sorted(set(meta) - allowed)
-    if unknown:
-        raise EdgekitError(f"{path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(allowed))}")
+        raise EdgekitError(f"{path}: entry extra/{PT2_META} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise EdgekitError(f"{path}: entry extra/{PT2_META} must be a JSON object, e.g. {{\"labels\": [...]}}")
     return meta
 
 
-def _read_text(path: str) -> str:
+def _read_labels(path: str) -> list[str]:
+    """--labels: one class per line, or (``.json``) a JSON list of names; at least one."""
+    text = _read_text(path, "--labels")
+    if path.endswith(".json"):
+        labels = _name_list(_parse_json(path, text, "--labels"), f"--labels {path}", "a JSON list of class names")
+    else:
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise EdgekitError(f"--labels {path} lists no class names; give one per line or a JSON list")
+    return labels
+
+
+# --meta keys and what each value must be
+_META_KEYS = {
+    "labels": "a non-empty list of class-name strings",
+    "input_names": "a non-empty list of name strings",
+    "output_names": "a non-empty list of name strings",
+    "preprocessing": "a JSON object (layout, scale, mean, std, ...)",
+}
+
+
+def _read_meta_file(path: str) -> dict[str, Any]:
+    """--meta: a JSON object whose keys are ``_META_KEYS``, each of its type."""
+    meta = _parse_json(path, _read_text(path, "--meta"), "--meta")
+    if not isinstance(meta, dict):
+        raise EdgekitError(f"--meta {path}: expected a JSON object with keys {', '.join(sorted(_META_KEYS))}")
+    unknown = sorted(set(meta) - set(_META_KEYS))
+    if unknown:
+        raise EdgekitError(f"--meta {path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(_META_KEYS))}")
+    for key, value in meta.items():
+        if key == "preprocessing":
+            if not isinstance(value, dict):
+                raise EdgekitError(f"--meta {path}: {key} = {value!r} must be {_META_KEYS[key]}")
+        else:
+            _name_list(value, f"--meta {path}: {key}", _META_KEYS[key])
+    return meta
+
+
+def _name_list(value: Any, where: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise EdgekitError(f"{where} = {json.dumps(value)[:80]} must be {what}")
+    return value
+
+
+def _parse_json(path: str, text: str, flag: str) -> Any:
     try:
-        return Path(path).read_text()
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EdgekitError(f"{flag} {path} is not valid JSON: {exc}") from None
+
+
+def _read_text(path: str, flag: str = "file") -> str:
+    """A user's UTF-8 text file; a missing file, a folder or binary data names the file and the flag."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EdgekitError(f"{flag} {path} is not UTF-8 text (byte {exc.start}); expected a text file") from None
     except OSError as exc:
-        raise EdgekitError(f"cannot read {path}: {exc.strerror}") from None
+        raise EdgekitError(f"{flag} {path}: cannot read it: {exc.strerror or exc}") from None
 
 
 def graph_sources(source: ModelSource, lengths: tuple[int, ...] = ()) -> list[ModelSource]:

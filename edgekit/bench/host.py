@@ -45,8 +45,12 @@ def bench_artifact(fmt: str, path: Path, inputs: list[np.ndarray], *, threads: i
 def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, threads: int, warmup: int, runs: int) -> list[BenchResult]:
     """Benchmark every kept artifact of a bundle; ``inputs`` feed a model's only graph, and each graph
     of a sequence model gets the first input of its own golden file."""
-    from edgekit.verify.bundle import golden_reference
+    from edgekit.artifact import bundle_path
+    from edgekit.verify.bundle import artifact_problem, golden_reference
 
+    for entry in manifest.artifacts:  # refuse a hostile manifest before anything runs
+        if entry.file:
+            bundle_path(bundle, entry.file)
     results = []
     graph_inputs: dict[str, list[np.ndarray]] = {"": inputs}  # golden inputs, read once per graph
     for entry in manifest.artifacts:
@@ -59,6 +63,10 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
                                        status=f"not run: compiled for {entry.compiled_for}; bench it on that phone "
                                               "with --device adb --delegate qnn"))
             continue
+        problem = artifact_problem(bundle, entry)
+        if problem:  # never run a file that is not the one converted and verified
+            results.append(BenchResult(entry.file, entry.format, entry.runtime, "host", status=f"failed: {problem}; not run"))
+            continue
         if entry.graph not in graph_inputs:
             graph_inputs[entry.graph] = list(golden_reference(bundle, entry.graph).inputs[0])
         if entry.variants:  # base + LoRA adapters in one artifact: each variant, and switching between them
@@ -66,6 +74,6 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
 
             results += bench_variants(bundle, entry, graph_inputs[entry.graph], threads=threads, warmup=warmup, runs=runs)
             continue
-        results.append(bench_artifact(entry.format, bundle / entry.file, graph_inputs[entry.graph],
+        results.append(bench_artifact(entry.format, bundle_path(bundle, entry.file), graph_inputs[entry.graph],
                                       threads=threads, warmup=warmup, runs=runs))
     return results

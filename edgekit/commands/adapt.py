@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, print_json
+from edgekit.commands.validate import float_in, non_negative_int, positive_float, positive_int
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -14,18 +15,20 @@ def configure(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--domain", help="a registered domain (see `edgekit list domains`)")
     where.add_argument("--data", help="your own examples: an image folder (one subfolder per label) or a text file")
-    p.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
-    p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha; updates are scaled by alpha/r (default 16)")
+    p.add_argument("--rank", type=positive_int, default=8, help="LoRA rank r (default 8)")
+    p.add_argument("--alpha", type=positive_float, default=16.0, help="LoRA alpha; updates are scaled by alpha/r (default 16)")
     p.add_argument("--targets", default="",
                    help="comma-separated globs of module names to adapt, e.g. 'layers.*.in_proj' "
                         "(default per family: cnn every full conv + linear, ssm in/out projections, transformer "
                         "attention projections; a byte LM's tied output projection is head.output)")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
-    p.add_argument("--examples", type=int, default=200, help="training examples to use (default 200)")
-    p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default 0.01)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
+    p.add_argument("--examples", type=positive_int, default=200, help="training examples to use (default 200)")
+    p.add_argument("--lr", type=float_in(0, 1, low_open=True), default=1e-2, help="AdamW learning rate (default 0.01)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--name", help="adapter name (signature/function names in bundles; default: domain or data name)")
     p.add_argument("--out", type=Path, help="adapter folder (default: beside the checkpoint, adapters/<name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder edgekit did not create (its other files are kept)")
     add_json_flag(p)
 
 
@@ -33,6 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
          configure)
 def run(args: argparse.Namespace) -> int:
     from edgekit.checkpoint import load_checkpoint
+    from edgekit.io import check_output_dir
     from edgekit.lora import AdaptOptions, adapt_checkpoint
     from edgekit.lora.adapter import safe_name
 
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
                            examples=args.examples, lr=args.lr, seed=args.seed)
     name = safe_name(args.name or args.domain or Path(args.data).stem)
     out = args.out or ckpt.path.parent / "adapters" / name
+    check_output_dir(out, "adapter", args.overwrite)  # before training
     result = adapt_checkpoint(ckpt, out, domain=args.domain, data=args.data, options=options, name=name)
     m = result.meta
     if args.json:

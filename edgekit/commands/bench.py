@@ -9,16 +9,22 @@ import numpy as np
 
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, show_rows
+from edgekit.commands.validate import non_negative_int, positive_int
 from edgekit.errors import EdgekitError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="an artifact (.onnx, .tflite, .mlpackage) or a bundle folder")
     p.add_argument("--device", default="host", help="host (default) or adb[:SERIAL]")
-    p.add_argument("--threads", type=int, default=2, help="fixed thread count (default 2)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
-    p.add_argument("--runs", type=int, default=200, help="timed runs (default 200)")
+    p.add_argument("--threads", type=positive_int, default=2, help="fixed thread count (default 2)")
+    p.add_argument("--warmup", type=non_negative_int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--runs", type=positive_int, default=200, help="timed runs (default 200)")
     p.add_argument("--out", type=Path, help="also write the report as JSON to this file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace a file that is not an edgekit report (a folder is never replaced)")
+    p.add_argument("--source", type=Path, metavar="PATH",
+                   help="the bundle's source model for the PyTorch row (checkpoint folder or .pt2; its sha256 must be "
+                        "the recorded one); without it, the recorded source only when outside the bundle and unchanged")
     add_json_flag(p)
     from edgekit.commands.devices import add_adb_bench_arguments
 
@@ -29,9 +35,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.bench.targets import parse_device
 
-    for name in ("threads", "runs"):
-        if getattr(args, name) < 1:
-            raise EdgekitError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.out:
+        from edgekit.io import check_output_dir
+
+        check_output_dir(args.out, "report", args.overwrite)  # before benchmarking
     backend, serial = parse_device(args.device)
     target = Path(args.target)
     if not target.exists():
@@ -59,30 +66,47 @@ def _bench_host(target: Path, args: argparse.Namespace):
     manifest = load_manifest(bundle) if (bundle / "manifest.json").is_file() else None
     reference = golden_reference(bundle) if (bundle / "golden.npz").is_file() else None
     results = []
-    torch_row = _torch_baseline(manifest, reference, opts, bench_torch)
+    torch_row = _torch_baseline(bundle, manifest, reference, args, opts, bench_torch)
     if torch_row:
         results.append(torch_row)
     if is_bundle:
         results += bench_bundle(bundle, manifest, list(reference.inputs[0]) if reference else [], **opts)
     else:
         fmt = _format_of(target)
-        inputs = list(reference.inputs[0]) if reference else _random_inputs(fmt, target)
-        results.append(bench_artifact(fmt, target, inputs, **opts))
+        refused = _refusal(bundle, manifest, target.name, "host")
+        inputs = [] if refused else list(reference.inputs[0]) if reference else _random_inputs(fmt, target)
+        results.append(refused or bench_artifact(fmt, target, inputs, **opts))
     return results, manifest, reference
 
 
-def _torch_baseline(manifest, reference, opts, bench_torch):
-    """PyTorch eager on the bundle's source model, when that model is still present and unchanged."""
+def _torch_baseline(bundle: Path, manifest, reference, args: argparse.Namespace, opts, bench_torch):
+    """PyTorch eager on the bundle's source model, when it may be loaded (``verify.bundle.trusted_source``)."""
     import torch
 
-    from edgekit.sources import load_source
+    from edgekit.progress import status
+    from edgekit.verify.bundle import trusted_source
 
-    if manifest is None or reference is None or not Path(manifest.source.get("path", "")).exists():
+    if manifest is None:
+        if args.source:
+            raise EdgekitError(f"--source needs a bundle to check it against, and {bundle} has no manifest.json")
         return None
-    source = load_source(manifest.source["path"])
-    if source.sha256 != manifest.source.get("sha256"):
+    source, why_not = trusted_source(bundle, manifest, args.source)
+    if source is None or reference is None:
+        status(f"PyTorch baseline not run: {why_not or f'{bundle} has no golden.npz inputs'}")
         return None
     return bench_torch(source.module, tuple(torch.from_numpy(x) for x in reference.inputs[0]), **opts)
+
+
+def _refusal(bundle: Path, manifest, name: str, where: str):
+    """A failed row for the manifest's artifact ``name`` when its file is not the one verified, else None."""
+    from edgekit.bench.result import BenchResult
+    from edgekit.verify.bundle import artifact_problem
+
+    entry = next((e for e in manifest.artifacts if e.file == name), None) if manifest else None
+    problem = artifact_problem(bundle, entry) if entry else None
+    if problem is None:
+        return None
+    return BenchResult(name, entry.format, entry.runtime, where, status=f"failed: {problem}; not run")
 
 
 def _format_of(path: Path) -> str:
@@ -105,16 +129,20 @@ def _random_inputs(fmt: str, path: Path) -> list[np.ndarray]:
 
 def _bench_device(backend: str, serial: str | None, target: Path, args: argparse.Namespace):
     """Each runnable artifact (a file, or a bundle's .tflite/.onnx files) on a device backend."""
-    from edgekit.artifact import load_manifest
+    from edgekit.artifact import bundle_path, load_manifest
     from edgekit.bench.targets import DEVICE_BENCHES
 
     bench = DEVICE_BENCHES.get(backend)
-    if not target.is_dir():
-        return [bench(target, serial, args)], None, None
+    where = f"{backend}:{serial}" if serial else backend
+    if not target.is_dir():  # an artifact of a bundle must still be the one its manifest records
+        beside = load_manifest(target.parent) if (target.parent / "manifest.json").is_file() else None
+        return [_refusal(target.parent, beside, target.name, where) or bench(target, serial, args)], None, None
     manifest = load_manifest(target)
     wanted = ("tflite", "onnx") if getattr(args, "runner", "") == "python" else ("tflite",)
-    files = [target / e.file for e in manifest.artifacts
-             if e.format in wanted and e.file and e.status != "failed" and not e.compiled_for]
-    if not files:
+    entries = [e for e in manifest.artifacts
+               if e.format in wanted and e.file and e.status != "failed" and not e.compiled_for]
+    if not entries:
         raise EdgekitError(f"{target} has no {' or '.join(wanted)} artifact to run on {backend}")
-    return [bench(path, serial, args) for path in files], manifest, None
+    paths = [bundle_path(target, e.file) for e in entries]  # all inside the bundle before anything is pushed
+    return [_refusal(target, manifest, e.file, where) or bench(path, serial, args)
+            for e, path in zip(entries, paths)], manifest, None

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from edgekit.commands.base import command
-from edgekit.commands.output import add_json_flag, parse_formats, print_json
+from edgekit.commands.output import add_json_flag, print_json
+from edgekit.commands.validate import format_list, non_negative_float, non_negative_int, npu_target, positive_int
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="edgekit checkpoint folder, or a .pt2 file saved with torch.export.save")
-    p.add_argument("--to", dest="formats", default="onnx,tflite,coreml",
+    p.add_argument("--to", dest="formats", type=format_list, default="onnx,tflite,coreml",
                    help="comma-separated formats (see `edgekit list formats`; default: all)")
     p.add_argument("--precision", default="fp32", help="fp32 (default) or fp16 where the format supports it")
     p.add_argument("--quant", metavar="SCHEME",
@@ -20,15 +21,17 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "palettizeN; `edgekit list formats` shows what each format supports (overrides --precision)")
     p.add_argument("--calib", metavar="DATA",
                    help="calibration inputs: an image folder, .npy or .npz (default: the recipe's training split)")
-    p.add_argument("--calib-samples", type=int, default=128, help="calibration samples (default 128)")
-    p.add_argument("--accuracy-budget", type=float, metavar="POINTS",
+    p.add_argument("--calib-samples", type=positive_int, default=128, help="calibration samples (default 128)")
+    p.add_argument("--accuracy-budget", type=non_negative_float, metavar="POINTS",
                    help="int8: keep the most sensitive layers in float until the accuracy drop is within POINTS")
-    p.add_argument("--qat", type=int, nargs="?", const=1, default=0, metavar="EPOCHS",
+    p.add_argument("--qat", type=non_negative_int, nargs="?", const=1, default=0, metavar="EPOCHS",
                    help="int8: fine-tune with fake quantization after calibration (default 1 epoch)")
     p.add_argument("--out", type=Path, help="bundle folder (default: beside the model)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not an edgekit bundle, or replace a damaged manifest or one for another model (files edgekit did not write are kept)")
     p.add_argument("--labels", help="class names: a text file (one per line) or a JSON list")
     p.add_argument("--meta", help="JSON with labels, preprocessing, input_names, output_names (for .pt2)")
-    p.add_argument("--threads", type=int, default=2, help="runtime threads while verifying (default 2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="runtime threads while verifying (default 2)")
     p.add_argument("--lengths", default="",
                    help="sequence models: static lengths L of the prefill graphs, e.g. 256,1024 (default: the model's)")
     lora = p.add_mutually_exclusive_group()
@@ -37,7 +40,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     lora.add_argument("--adapters", metavar="A,B,...",
                       help="package the base and these LoRA adapters in one bundle with shared base weights "
                            "(TFLite signatures, Core ML functions, ONNX + .onnx_adapter files)")
-    p.add_argument("--npu", metavar="VENDOR:SOC",
+    p.add_argument("--npu", metavar="VENDOR:SOC", type=npu_target,
                    help="also compile the TFLite artifact ahead of time for an NPU, e.g. qualcomm:SM8650")
     add_json_flag(p)
 
@@ -75,9 +78,16 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.report.rows import build_rows
     from edgekit.sources import graph_sources, load_source, reference_for
 
+    from edgekit.io import check_output_dir
     from edgekit.quant import QuantSpec
 
-    formats = parse_formats(args.formats)
+    if args.out:
+        check_output_dir(args.out, "bundle", args.overwrite)  # before converting
+    formats = list(args.formats)  # parsed and checked by --to's type
+    if args.npu and "tflite" not in formats:
+        from edgekit.errors import EdgekitError
+
+        raise EdgekitError(f"--npu {args.npu} compiles the TFLite artifact; add tflite to --to (got {','.join(formats)})")
     spec = QuantSpec.parse(args.quant or args.precision, calib_samples=args.calib_samples)
     spec.check_options(args.accuracy_budget, args.qat)
     for fmt in formats:
@@ -98,12 +108,14 @@ def run(args: argparse.Namespace) -> int:
     quant_options = {"calib": args.calib, "budget_points": args.accuracy_budget, "qat_epochs": args.qat,
                      "progress": status}
     manifest = convert_graphs(sources, formats, bundle, references, precision=spec, threads=args.threads,
-                              quant_options=quant_options)
+                              quant_options=quant_options, overwrite=args.overwrite)
     if args.adapter:  # record which adapter was merged into the weights
+        from edgekit.artifact import bundle_lock, record_entries
         from edgekit.lora.package import adapter_summary
 
         manifest.source["merged_adapter"] = adapter_summary(adapter)
-        manifest.save(bundle)
+        with bundle_lock(bundle):
+            record_entries(bundle, manifest, [])
     entries = converted_entries(manifest, sources, formats)  # with formats' extra graphs (Core ML step_stateful)
     if args.npu:
         from edgekit.npu import compile_bundle_for_npu
@@ -160,6 +172,9 @@ def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
         raise EdgekitError(f"{unsupported[0]} does not apply to --adapters bundles; merge one adapter with --adapter")
     paths = [p.strip() for p in args.adapters.split(",") if p.strip()]
     bundle = args.out or default_bundle(args.model, "adapters")
+    from edgekit.io import check_output_dir
+
+    check_output_dir(bundle, "bundle", args.overwrite)
     manifest = package_adapters(args.model, paths, formats, bundle, precision=spec, threads=args.threads,
                                 lengths=parse_lengths(args.lengths))
     entries = [e for e in manifest.artifacts if e.format in formats]

@@ -15,12 +15,13 @@ from edgekit.bench.result import BenchResult
 from edgekit.bench.targets import DEVICE_BENCHES, DEVICE_LISTERS
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, print_json
+from edgekit.commands.validate import positive_float
 
 COLUMNS = ("serial", "state", "model", "soc", "android", "abi")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each adb call (default 20)")
+    p.add_argument("--timeout", type=positive_float, default=20.0, help="seconds to wait for each adb call (default 20)")
     add_json_flag(p)
 
 
@@ -28,7 +29,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.devices.device_info import list_devices
 
-    devices = [d.to_dict() for d in list_devices(timeout=args.timeout)]
+    from edgekit.devices.adb import adb_timeout
+
+    with adb_timeout(args.timeout):
+        devices = [d.to_dict() for d in list_devices(timeout=args.timeout)]
     if args.json:
         print_json(devices)
         return 0
@@ -62,6 +66,9 @@ def add_adb_bench_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runner", default="benchmark_model", choices=RUNNERS.names(),
                    help="benchmark_model (default) or python (boards with Python: LiteRT/ONNX Runtime)")
     g.add_argument("--device-python", default="python3", help="Python on the device for --runner python")
+    g.add_argument("--timeout", type=positive_float, metavar="SECONDS",
+                   help="the longest any one adb call may take, the run on the device included "
+                        "(default: 600 s for the run, 10-120 s for the other calls)")
 
 
 def bench_adb_from_args(artifact: Path, serial: str | None, args: argparse.Namespace) -> BenchResult:
@@ -73,7 +80,7 @@ def bench_adb_from_args(artifact: Path, serial: str | None, args: argparse.Names
         threads=args.threads, warmup=args.warmup, runs=args.runs, delegate=getattr(args, "delegate", "cpu"),
         cpu_mask=getattr(args, "cpu_mask", None), qairt_dir=getattr(args, "qairt_dir", None),
         keep=getattr(args, "keep", False), runner=getattr(args, "runner", "benchmark_model"),
-        python=getattr(args, "device_python", "python3"))
+        python=getattr(args, "device_python", "python3"), timeout_s=getattr(args, "timeout", None))
 
 
 def list_adb_rows() -> list[dict[str, str]]:

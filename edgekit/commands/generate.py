@@ -8,17 +8,18 @@ import sys
 
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, print_json
+from edgekit.commands.validate import float_in, int_in, non_negative_int, positive_int
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a bundle with a step artifact (runs in ONNX Runtime / LiteRT) or a checkpoint (PyTorch)")
     p.add_argument("--prompt", required=True, help="text to start from (UTF-8)")
-    p.add_argument("--max-bytes", type=int, default=200, help="bytes to generate after the prompt (default 200)")
+    p.add_argument("--max-bytes", type=int_in(0, 1_000_000), default=200, help="bytes to generate after the prompt (default 200)")
     p.add_argument("--format", help="which step artifact of a bundle: onnx, tflite, ... (default: the first that runs)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); e.g. 0.8 samples")
-    p.add_argument("--top-k", type=int, default=0, help="sample only from the k most likely bytes (0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    p.add_argument("--temperature", type=float_in(0, 100), default=0.0, help="0 = greedy (default); e.g. 0.8 samples")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="sample only from the k most likely bytes (0 = all)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--threads", type=positive_int, default=2, help="runtime threads (default 2)")
     add_json_flag(p)
 
 
@@ -26,12 +27,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edgekit.errors import EdgekitError
     from edgekit.generate import generate, open_step_session
     from edgekit.progress import status
 
-    if args.max_bytes < 0:
-        raise EdgekitError(f"--max-bytes must be at least 0, got {args.max_bytes}")
     session = open_step_session(args.model, args.format, args.threads)
     prompt = args.prompt.encode()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

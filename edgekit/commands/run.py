@@ -13,6 +13,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", default="cnn_digits",
                    help="recipe .toml path or bundled recipe name (default: cnn_digits)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder edgekit did not create (its other files are kept)")
     add_json_flag(p)
 
 
@@ -23,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekit.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    outcome = run_pipeline(recipe, args.out or Path("runs") / recipe.name)
+    outcome = run_pipeline(recipe, args.out or Path("runs") / recipe.name, overwrite=args.overwrite)
     show_rows(args, outcome.rows, f"{recipe.name}: {outcome.report['reference']}", data=outcome.report)
     status(f"report: {outcome.report_path}")
     return 0 if outcome.ok else 1

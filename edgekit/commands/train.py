@@ -12,16 +12,20 @@ from edgekit.commands.output import add_json_flag, print_json
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe .toml path or bundled recipe name (see `edgekit list recipes`)")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder edgekit did not create (its other files are kept)")
     add_json_flag(p)
 
 
 @command("train", "train a recipe's model; writes OUT/checkpoint (safetensors + meta.json)", configure)
 def run(args: argparse.Namespace) -> int:
+    from edgekit.io import check_output_dir
     from edgekit.recipe import load_recipe
     from edgekit.train import train_recipe
 
     recipe = load_recipe(args.recipe)
-    path, result = train_recipe(recipe, args.out or Path("runs") / recipe.name)
+    out = check_output_dir(args.out or Path("runs") / recipe.name, "run", args.overwrite)  # before training
+    path, result = train_recipe(recipe, out)
     if args.json:
         print_json({"checkpoint": str(path), "metrics": result.metrics})
     else:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.table import Table
 
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, print_json
+from edgekit.commands.validate import positive_int
 from edgekit.report.table import stdout_console
 
 MARKS = {"passed": "✅", "failed": "❌"}
@@ -15,7 +17,11 @@ MARKS = {"passed": "✅", "failed": "❌"}
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle folder (with manifest.json)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--source", type=Path, metavar="PATH",
+                   help="the model the bundle was converted from (checkpoint folder or .pt2); its sha256 must be the "
+                        "recorded one. Without it, the recorded source is used only when it lies outside the bundle "
+                        "and is unchanged, else the bundle's golden files")
     add_json_flag(p)
 
 
@@ -23,7 +29,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.verify.bundle import verify_bundle
 
-    manifest, results, reference = verify_bundle(args.bundle, threads=args.threads)
+    manifest, results, reference = verify_bundle(args.bundle, threads=args.threads, source=args.source)
     if args.json:
         print_json({"bundle": args.bundle, "reference": reference, "results": results})
     else:

@@ -8,15 +8,20 @@ that the ``adbutils`` wheel ships, then ``adb`` on PATH; ``ANDROID_ADB_SERVER_PO
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import ctypes
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from edgekit.errors import EdgekitError
 
@@ -24,6 +29,9 @@ DEFAULT_TIMEOUT_S = 30.0
 ADB_ENV = "EDGEKIT_ADB"
 SERIAL_ENV = "EDGEKIT_ADB_SERIAL"
 PORT_ENV = "ANDROID_ADB_SERVER_PORT"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# (seconds, flag) set by ``adb_timeout``: replaces the timeout of every adb call made inside it
+_TIMEOUT: contextvars.ContextVar[tuple[float, str] | None] = contextvars.ContextVar("adb_timeout", default=None)
 
 
 class AdbError(EdgekitError):
@@ -91,25 +99,84 @@ def render(cmd: Sequence[str]) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
+@contextlib.contextmanager
+def adb_timeout(seconds: float | None, flag: str = "--timeout") -> Iterator[None]:
+    """Inside this block every adb call waits at most ``seconds`` (the user's ``flag``); None: each
+    call keeps its own default."""
+    if seconds is None:
+        yield
+        return
+    token = _TIMEOUT.set((float(seconds), flag))
+    try:
+        yield
+    finally:
+        _TIMEOUT.reset(token)
+
+
+def _child_setup() -> object | None:
+    """A ``preexec_fn`` that makes the adb client die with edgekit (Linux: PR_SET_PDEATHSIG = SIGKILL).
+
+    prctl is looked up here, in the parent: the child, between fork and exec, only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def setup() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # edgekit died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the adb client and anything it started in its process group, then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait()
+
+
+def _communicate(cmd: list[str], input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+    """Run ``cmd`` in its own process group; on timeout or interrupt the whole group is killed."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_child_setup())
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
+    except BaseException:  # KeyboardInterrupt, SystemExit: the client must not outlive edgekit's wait
+        _kill_group(proc)
+        raise
+    return proc.returncode, out, err
+
+
 def run_adb(args: Sequence[str], *, serial: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
             check: bool = True, input: bytes | None = None) -> AdbResult:
-    """Run one adb command with a timeout; with ``check`` a non-zero exit raises ``AdbError``."""
+    """Run one adb command with a timeout (``adb_timeout`` overrides it); with ``check`` a non-zero
+    exit raises ``AdbError``. The adb client dies with edgekit and is killed on timeout."""
     if isinstance(args, (str, bytes)):
         raise TypeError("run_adb takes a list of arguments, not a shell string")
     cmd = adb_command(args, serial)
+    override = _TIMEOUT.get()
+    timeout, flag = override if override else (timeout, "--timeout")
     start = time.monotonic()
     try:
-        proc = subprocess.run(cmd, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout)
+        returncode, stdout, stderr = _communicate(cmd, input, timeout)
     except subprocess.TimeoutExpired as exc:
         out = _text(exc.stdout) + _text(exc.stderr)
-        raise AdbError(f"`{render(cmd)}` did not finish within {timeout:g} s and was stopped; the device may "
-                       f"be hung or disconnected, or the command needs a longer timeout. Output so far: "
-                       f"{_tail(out) or '(none)'}", kind="timeout", command=cmd, output=out) from None
+        raise AdbError(f"`{render(cmd)}` on device {serial or '(default)'} did not finish within {timeout:g} s "
+                       f"and was stopped (the device may be hung or disconnected, or the command needs longer: "
+                       f"raise {flag} SECONDS); output so far: {_tail(out, 3).replace(chr(10), ' | ') or '(none)'}",
+                       kind="timeout", command=cmd, output=out) from None
     except OSError as exc:
         raise AdbError(f"could not run `{render(cmd)}`: {exc}", kind="no_adb", command=cmd) from None
-    result = AdbResult(tuple(cmd), proc.returncode, _text(proc.stdout), _text(proc.stderr),
-                       time.monotonic() - start)
+    result = AdbResult(tuple(cmd), returncode, _text(stdout), _text(stderr), time.monotonic() - start)
     if check and result.returncode != 0:
         raise classify_failure(result, serial)
     return result

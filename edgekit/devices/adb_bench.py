@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from edgekit.bench.result import BenchResult
 from edgekit.bench.stats import LatencyStats
-from edgekit.devices.adb import AdbError, adb_version, quote_command, render, resolve_serial, run_shell
+from edgekit.devices.adb import AdbError, adb_timeout, adb_version, quote_command, render, resolve_serial, run_shell
 from edgekit.devices.benchmark_log import delegate_coverage, parse_benchmark_log
 from edgekit.devices.device_info import DeviceInfo, battery_status, device_info, thermal_status
 from edgekit.devices.remote_files import DEFAULT_REMOTE_DIR, check_binary_abi, push_files, remove_remote
@@ -84,6 +84,8 @@ class AdbBenchOptions:
             raise EdgekitError(f"cpu mask {self.cpu_mask!r} is not a hex core mask like f0 (cores 4-7)")
         if not posixpath.isabs(self.remote_dir):
             raise EdgekitError(f"remote dir {self.remote_dir!r} must be an absolute device path")
+        if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s < float("inf")):
+            raise EdgekitError(f"--timeout {self.timeout_s!r} must be a finite number of seconds > 0")
 
 
 @dataclass
@@ -347,8 +349,11 @@ def bench_on_adb(artifact_path: str | os.PathLike[str], serial: str | None = Non
                  runs: int = 50, delegate: str = "cpu", cpu_mask: str | None = None,
                  qairt_dir: str | os.PathLike[str] | None = None, keep: bool = False,
                  runner: str = "benchmark_model", python: str = "python3", remote_dir: str | None = None,
-                 timeout_s: float = 600.0) -> BenchResult:
+                 timeout_s: float | None = None) -> BenchResult:
     """Benchmark one .tflite (or, with runner="python", .onnx) model on an adb device.
+
+    ``timeout_s`` (``--timeout``) bounds every adb call, the run on the device included; None: 600 s
+    for the run and each other call's own default.
 
     Raises EdgekitError with a clear message for: no/unauthorized/disconnected device, full
     storage, a missing, non-executable or wrong-ABI binary, and a delegate that took 0 nodes.
@@ -360,6 +365,7 @@ def bench_on_adb(artifact_path: str | os.PathLike[str], serial: str | None = Non
         benchmark_binary=Path(benchmark_binary) if benchmark_binary else None, threads=threads, warmup=warmup,
         runs=runs, delegate=delegate, cpu_mask=cpu_mask, qairt_dir=Path(qairt_dir) if qairt_dir else None,
         keep=keep, python=python, remote_dir=remote_dir or os.environ.get(REMOTE_DIR_ENV) or DEFAULT_REMOTE_DIR,
-        timeout_s=timeout_s)
+        timeout_s=600.0 if timeout_s is None else timeout_s)
     run = RUNNERS.get(runner)
-    return run(model.resolve(), resolve_serial(serial), options)
+    with adb_timeout(timeout_s):
+        return run(model.resolve(), resolve_serial(serial), options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def save_adapter(directory: str | Path, state: dict[str, torch.Tensor], meta: di
 
     header = {"format": "pt", "edgekit_adapter": str(ADAPTER_FORMAT), "base_sha256": meta["base_sha256"],
               "rank": str(meta["rank"]), "alpha": str(meta["alpha"])}
-    with atomic_output(directory) as tmp:
+    with atomic_output(directory, kind="adapter") as tmp:
         tmp.mkdir()
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS), metadata=header)
         full = {"adapter_format": ADAPTER_FORMAT, **meta, "weights_sha256": sha256_path(tmp / WEIGHTS)}
@@ -95,18 +96,39 @@ def load_adapter(path: str | Path) -> Adapter:
         raise EdgekitError(f"{path} is not an edgekit adapter (expected a folder with {WEIGHTS} and {META}; "
                            "make one with `edgekit adapt`)")
     try:
-        meta = json.loads((directory / META).read_text())
+        meta = json.loads((directory / META).read_text(encoding="utf-8"))
         state = load_file(str(directory / WEIGHTS))
         with safe_open(str(directory / WEIGHTS), framework="pt") as f:
             header = f.metadata() or {}
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise EdgekitError(f"adapter {directory} is damaged: {exc}") from None
-    for key in ("base_sha256", "rank", "alpha", "target_modules"):
-        if key not in meta:
-            raise EdgekitError(f"adapter {directory}/{META} lacks {key!r}")
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as exc:
+        raise EdgekitError(f"adapter {directory} is damaged: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    _check_meta(meta, directory / META)
     if header.get("base_sha256", meta["base_sha256"]) != meta["base_sha256"]:
         raise EdgekitError(f"adapter {directory}: {WEIGHTS} and {META} name different base checkpoints")
     return Adapter(state, meta, directory)
+
+
+# adapter.json keys read back, and the type each must have
+REQUIRED_META: dict[str, tuple[type, ...]] = {"base_sha256": (str,), "rank": (int,), "alpha": (int, float),
+                                             "target_modules": (list,)}
+
+
+def _check_meta(meta: Any, path: Path) -> None:
+    """adapter.json: an object with ``REQUIRED_META`` of the right types (rank >= 1, finite alpha > 0)."""
+    if not isinstance(meta, dict):
+        raise EdgekitError(f"adapter {path} is damaged: expected a JSON object")
+    for key, kinds in REQUIRED_META.items():
+        if key not in meta:
+            raise EdgekitError(f"adapter {path} lacks {key!r}")
+        value = meta[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise EdgekitError(f"adapter {path}: {key} = {json.dumps(value)[:60]} has the wrong type "
+                               f"(expected {' or '.join(k.__name__ for k in kinds)})")
+    if meta["rank"] < 1 or not (math.isfinite(meta["alpha"]) and meta["alpha"] > 0):
+        raise EdgekitError(f"adapter {path}: rank {meta['rank']} / alpha {meta['alpha']} out of range "
+                           "(rank >= 1, alpha a finite number > 0)")
+    if not all(isinstance(t, str) for t in meta["target_modules"]):
+        raise EdgekitError(f"adapter {path}: target_modules must be a list of module names")
 
 
 def load_adapters(paths: list[str | Path]) -> list[Adapter]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.artifact import ArtifactEntry
+from edgekit.artifact import ArtifactEntry, bundle_path
 from edgekit.bench.result import BenchResult
 from edgekit.bench.stats import LatencyStats, time_calls
 from edgekit.converters import CONVERTERS, RunnerUnavailable
@@ -41,9 +41,12 @@ def bench_variants(bundle: Path, entry: ArtifactEntry, base_inputs: list[np.ndar
 
     packager = PACKAGERS.get(entry.format)
     runtime = CONVERTERS.get(entry.format).runtime
-    path = bundle / entry.file
+    path = bundle_path(bundle, entry.file)
     names = [v["name"] for v in entry.variants]
     row = lambda suffix, **kw: BenchResult(f"{entry.file}{suffix}", entry.format, runtime, "host", **kw)  # noqa: E731
+    problem = side_file_problem(bundle, entry)
+    if problem:  # never run adapters that are not the ones verified
+        return [row("", status=f"failed: {problem}; not run")]
     try:
         probe = packager.runner(path, names[0], threads)
         if isinstance(probe, RunnerUnavailable):
@@ -59,7 +62,7 @@ def bench_variants(bundle: Path, entry: ArtifactEntry, base_inputs: list[np.ndar
         results.append(row("" if name == BASE else f"#{name}", latency=stats, extra={"variant": name}))
     switch = _time_switching(run, names, inputs, warmup=warmup, runs=runs, threads=threads)
     extra = {"variant": "switch", "order": "round robin over " + ", ".join(names)}
-    load_ms = _adapter_load_ms(path, entry)
+    load_ms = _adapter_load_ms(bundle, entry)
     if load_ms is not None:
         extra["adapter_load_ms"] = load_ms
     results.append(row("#switch", latency=switch, extra=extra))
@@ -80,9 +83,35 @@ def _time_switching(run, names: list[str], inputs: dict[str, list[np.ndarray]], 
     return LatencyStats.from_samples(samples, warmup=warmup, threads=threads)
 
 
-def _adapter_load_ms(path: Path, entry: ArtifactEntry) -> float | None:
+def adapter_files(bundle: Path, entry: ArtifactEntry) -> list[Path]:
+    """The ``.onnx_adapter`` files a multi-adapter artifact's variants select (beside it, inside the bundle)."""
+    folder, files = Path(entry.file or "").parent, []
+    for v in entry.variants:
+        name = v["select"].get("adapter_file")
+        if name is not None:
+            files.append(bundle_path(bundle, str(folder / name) if isinstance(name, str) else name, "adapter file"))
+    return files
+
+
+def side_file_problem(bundle: Path, entry: ArtifactEntry) -> str | None:
+    """Why the side files recorded with an artifact (adapter files) must not be used, or None."""
+    from edgekit.io import sha256_path
+
+    side_files = entry.verification.get("side_files", {})
+    if not isinstance(side_files, dict):
+        raise EdgekitError(f"{bundle / 'manifest.json'} is damaged: {entry.file}'s side_files is not an object")
+    for name, recorded in side_files.items():
+        path = bundle_path(bundle, name, "side file")
+        sha = recorded.get("sha256") if isinstance(recorded, dict) else None
+        if not path.is_file() or sha256_path(path) != sha:
+            return f"{name} is missing or changed since conversion (sha256 differs)"
+    adapter_files(bundle, entry)  # every selected adapter file is inside the bundle
+    return None
+
+
+def _adapter_load_ms(bundle: Path, entry: ArtifactEntry) -> float | None:
     """Median time to load one ``.onnx_adapter`` file (ONNX Runtime), over 5 loads; None for other formats."""
-    files = [path.parent / v["select"]["adapter_file"] for v in entry.variants if v["select"].get("adapter_file")]
+    files = adapter_files(bundle, entry)
     if not files:
         return None
     import onnxruntime as ort

@@ -96,10 +96,33 @@ def resolve_targets(model: nn.Module, globs: list[str]) -> list[str]:
     return chosen
 
 
+def layer_width(layer: nn.Module) -> int:
+    """The largest useful LoRA rank of a layer: the rank its weight can have, min(in, out) of a Linear,
+    min(in_channels * kernel, out_channels) of a convolution."""
+    if isinstance(layer, _LINEARS):
+        return min(layer.in_features, layer.out_features)
+    kernel = 1
+    for k in layer.kernel_size:
+        kernel *= k
+    return min(layer.in_channels // layer.groups * kernel, layer.out_channels)
+
+
+def check_rank(model: nn.Module, targets: list[str], rank: int, alpha: float) -> None:
+    """Refuse a rank < 1 or above the narrowest target's width, and a non-finite or non-positive alpha."""
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise EdgekitError(f"LoRA rank (--rank) must be an integer >= 1, got {rank!r}")
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise EdgekitError(f"LoRA alpha (--alpha) must be a finite number > 0, got {alpha!r}")
+    widths = {name: layer_width(model.get_submodule(name)) for name in targets}
+    narrowest = min(widths, key=widths.get, default=None)
+    if narrowest is not None and rank > widths[narrowest]:
+        raise EdgekitError(f"LoRA rank (--rank) {rank} is larger than target layer {narrowest!r} allows "
+                           f"(width {widths[narrowest]}); give --rank <= {widths[narrowest]} or narrow --targets")
+
+
 def inject_lora(model: nn.Module, targets: list[str], rank: int, alpha: float) -> list[str]:
     """Wrap each named layer of ``model`` in a LoraLayer, in place; freezes every other parameter."""
-    if rank < 1:
-        raise EdgekitError(f"LoRA rank must be at least 1, got {rank}")
+    check_rank(model, targets, rank, alpha)
     model.requires_grad_(False)
     for name in targets:
         parent, _, leaf = name.rpartition(".")

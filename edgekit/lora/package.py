@@ -112,7 +112,8 @@ def package_one(packager: Packager, variants: list[VariantGraph], bundle: Path, 
         entry.inputs, entry.outputs = [t.to_dict() for t in info.inputs], [t.to_dict() for t in info.outputs]
         entry.op_histogram = info.op_histogram
         results = {v.name: verify_variant(packager, staged, v, spec, threads) for v in variants}
-        failed = [f"{n}: max |Δ| {r['max_abs_diff']:.3g}, top-1 {r['top1_agreement']:.2%}"
+        failed = ["; ".join([n, *r["problems"]]) if r.get("problems") else
+                  f"{n}: max |Δ| {r['max_abs_diff']:.3g}, top-1 {r['top1_agreement']:.2%}"
                   for n, r in results.items() if r["status"] == "failed"]
         if failed:
             raise EdgekitError(f"{packager.name} multi-adapter artifact disagrees with PyTorch ({'; '.join(failed)})")
@@ -170,18 +171,19 @@ def _io(source: ModelSource, reference: ReferenceData | None) -> tuple[list[dict
 
 def reverify(bundle: Path, entry: ArtifactEntry, threads: int = 2) -> dict[str, Any]:
     """`edgekit verify` of a multi-adapter artifact: side files unchanged, every variant on its golden file."""
+    from edgekit.artifact import bundle_path
+    from edgekit.lora.bench import side_file_problem
     from edgekit.verify.bundle import golden_reference
 
-    for name, recorded in entry.verification.get("side_files", {}).items():
-        path = bundle / name
-        if not path.is_file() or sha256_path(path) != recorded["sha256"]:
-            return {"status": "failed", "method": entry.runtime, "reason": f"{name} is missing or changed"}
+    problem = side_file_problem(bundle, entry)  # side and adapter files inside the bundle, as recorded
+    if problem:
+        return {"status": "failed", "method": entry.runtime, "reason": problem}
     packager = PACKAGERS.get(entry.format)
     results = {}
     for v in entry.variants:
         reference = golden_reference(bundle, golden_graph(v["name"], entry.graph))
         variant = VariantGraph(v["name"], None, None, reference)  # type: ignore[arg-type]
-        results[v["name"]] = verify_variant(packager, bundle / entry.file, variant, as_spec(entry.precision), threads)
+        results[v["name"]] = verify_variant(packager, bundle_path(bundle, entry.file), variant, as_spec(entry.precision), threads)
     statuses = {r["status"] for r in results.values()}
     return {**next(iter(results.values())),  # the base variant's numbers for the table
             "status": "passed" if statuses == {"passed"} else sorted(statuses)[0], "variants": results}

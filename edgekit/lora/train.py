@@ -15,7 +15,7 @@ from edgekit.data import Split
 from edgekit.errors import EdgekitError
 from edgekit.lora.adapter import safe_name, save_adapter
 from edgekit.lora.domains import AdaptData, load_domain, load_user_data
-from edgekit.lora.layers import count_parameters, inject_lora, lora_state_dict, resolve_targets
+from edgekit.lora.layers import check_rank, count_parameters, inject_lora, lora_state_dict, resolve_targets
 from edgekit.registry import Registry
 from edgekit.train.tasks import TASKS
 
@@ -63,6 +63,7 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     if (domain is None) == (data is None):
         raise EdgekitError("give exactly one of --domain NAME or --data PATH")
+    check_adapt_options(ckpt, options)  # before any data is drawn or anything trains
     extra = max(MIN_VALIDATION, options.examples // 4)  # drawn beyond --examples, to pick the best step
     drawn = (load_domain(domain, ckpt, options.examples + extra, options.seed) if domain
              else load_user_data(data, ckpt, options.examples + extra, options.seed))
@@ -93,6 +94,17 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
     }
     path = save_adapter(out, lora_state_dict(model), meta)
     return AdaptResult(path, meta, model)
+
+
+def check_adapt_options(ckpt: Checkpoint, options: AdaptOptions) -> None:
+    """Every option in range (counts >= 1, finite positive rates) and the rank within the targets' width."""
+    from dataclasses import asdict
+
+    from edgekit.config import dataclass_from_dict
+
+    dataclass_from_dict(AdaptOptions, {k: v for k, v in asdict(options).items() if k != "targets"}, "adapt")
+    globs = list(options.targets or default_targets(ckpt.meta["family"]))
+    check_rank(ckpt.model, resolve_targets(ckpt.model, globs), options.rank, options.alpha)
 
 
 def split_validation(data: AdaptData, examples: int) -> tuple[AdaptData, Split | None]:

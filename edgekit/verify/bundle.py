@@ -1,55 +1,135 @@
-"""`edgekit verify BUNDLE`: check files against the manifest and re-run parity against PyTorch."""
+"""`edgekit verify BUNDLE`: check files against the manifest and re-run parity against PyTorch.
+
+A bundle is untrusted input: its manifest may name any model and any file. The source model it names is
+loaded only when the user passes it (``--source``) or when it lies outside the bundle and its sha256,
+computed before loading, is the recorded one; otherwise the bundle's golden files are the reference.
+Every file name from the manifest is confined to the bundle (``edgekit.artifact.bundle_path``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.artifact import FAILED, Manifest, load_manifest
+from edgekit.artifact import FAILED, ArtifactEntry, Manifest, bundle_path, load_manifest
 from edgekit.converters import CONVERTERS
 from edgekit.errors import EdgekitError
-from edgekit.io import sha256_path
+from edgekit.io import folder_holding, sha256_path
 from edgekit.verify.parity import ReferenceData
 
+if TYPE_CHECKING:
+    from edgekit.converters import ModelSource
 
-def reference_for_bundle(bundle: Path, manifest: Manifest, graph: str = "") -> ReferenceData:
-    """The source model's held-out data when the source is still there unchanged, else the golden file."""
-    from edgekit.sources import graph_sources, load_source, reference_for
 
-    src = manifest.source
-    path = Path(src.get("path", ""))
-    if path.exists():
-        source = load_source(path)
-        if source.sha256 == src.get("sha256"):
-            match = [g for g in graph_sources(source, tuple(src.get("lengths", ()))) if g.graph == graph]
-            if match:
-                return reference_for(match[0])
+def source_sha256(path: Path) -> str | None:
+    """The sha256 edgekit records for a model, computed WITHOUT loading it: a checkpoint's weights file,
+    a .pt2 file; None when ``path`` is neither."""
+    from edgekit.checkpoint import META, WEIGHTS
+
+    folder = folder_holding(path, WEIGHTS, META)
+    if folder is not None:
+        return sha256_path(folder / WEIGHTS)
+    return sha256_path(path) if path.is_file() and path.suffix == ".pt2" else None
+
+
+def trusted_source(bundle: Path, manifest: Manifest, explicit: str | Path | None = None) -> tuple[ModelSource | None, str]:
+    """The bundle's source model when it is safe to load, else (None, why it is not used).
+
+    ``explicit`` (the user's ``--source``) must have the recorded sha256: a mismatch is an error naming both.
+    The recorded path (relative paths resolve against the bundle, never the working directory) is used
+    only when it lies outside the bundle and its sha256 matches before anything is loaded."""
+    from edgekit.sources import load_source
+
+    recorded = manifest.source.get("sha256")
+    if explicit is not None:
+        path = Path(explicit)
+        sha = source_sha256(path) if path.exists() else None
+        if sha is None:
+            raise EdgekitError(f"--source {explicit} is not an edgekit checkpoint folder or a .pt2 file")
+        if recorded and sha != recorded:
+            raise EdgekitError(f"--source {explicit} is not the model this bundle was converted from: its sha256 is "
+                               f"{sha}, manifest.json records {recorded}")
+        return load_source(path), ""
+    named = manifest.source.get("path")
+    if not named:
+        return None, "manifest.json names no source model"
+    path = Path(bundle) / named  # an absolute path stays itself; a relative one is read from the bundle
+    if not _exists(path):
+        return None, f"source model {named} is not there (a relative path is read from the bundle folder)"
+    if path.resolve().is_relative_to(Path(bundle).resolve()):
+        return None, f"source model {named} lies inside the bundle, which cannot vouch for it; pass --source PATH"
+    if not recorded or source_sha256(path) != recorded:
+        return None, f"source model {named} is not the one recorded (sha256 differs); pass --source PATH"
+    source = load_source(path)
+    if source.sha256 != recorded:  # a checkpoint whose meta.json names other weights
+        return None, f"source model {named} records another sha256 than its weights have"
+    return source, ""
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        return False
+
+
+def reference_for_bundle(bundle: Path, manifest: Manifest, graph: str = "",
+                         source: ModelSource | None = None) -> ReferenceData:
+    """The source model's held-out data for ``graph`` when a trusted ``source`` is given, else the golden file."""
+    from edgekit.sources import graph_sources, reference_for
+
+    if source is not None:
+        match = [g for g in graph_sources(source, tuple(manifest.source.get("lengths", ()))) if g.graph == graph]
+        if match:
+            return reference_for(match[0])
     return golden_reference(bundle, graph)
 
 
 def golden_reference(bundle: Path, graph: str = "") -> ReferenceData:
+    """The reference inputs and PyTorch outputs saved in the bundle's golden file of ``graph``."""
     from edgekit.convert import golden_name
 
-    path = bundle / golden_name(graph)
+    path = bundle_path(bundle, golden_name(graph), "golden file")
     if not path.is_file():
-        raise EdgekitError(f"cannot verify {bundle}: its source model is gone and it has no {path.name}")
+        raise EdgekitError(f"cannot verify {bundle}: it has no {path.name} and its source model is not used; "
+                           "pass the source model with --source PATH")
     with np.load(path, allow_pickle=False) as z:
         ins = [z[k] for k in sorted(k for k in z.files if k.startswith("input_"))]
         outs = [z[k] for k in sorted(k for k in z.files if k.startswith("output_"))]
         labels = z["labels"] if "labels" in z.files else None
+    if not ins or len(outs) == 0:
+        raise EdgekitError(f"{path} is damaged: it holds no input_* or output_* arrays")
     n = len(ins[0])
     return ReferenceData([tuple(a[i:i + 1] for a in ins) for i in range(n)],
                          [[a[i:i + 1] for a in outs] for i in range(n)], labels, f"{path.name} ({n})")
 
 
-def verify_bundle(bundle: str | Path, threads: int = 2) -> tuple[Manifest, list[dict[str, Any]], str]:
-    """Per artifact: file present, sha256 as recorded, metadata embedded, parity within tolerance."""
+def artifact_problem(bundle: Path, entry: ArtifactEntry) -> str | None:
+    """Why a kept artifact must not be used (outside the bundle, missing, sha256 not the recorded one), or None."""
+    path = bundle_path(bundle, entry.file)
+    if not path.exists():
+        return f"{entry.file} is missing"
+    actual = sha256_path(path)
+    if actual != entry.sha256:
+        return (f"{entry.file} changed since conversion (sha256 {actual[:12]}…, manifest.json records "
+                f"{str(entry.sha256)[:12]}…)")
+    return None
+
+
+def verify_bundle(bundle: str | Path, threads: int = 2,
+                  source: str | Path | None = None) -> tuple[Manifest, list[dict[str, Any]], str]:
+    """Per artifact: file present, sha256 as recorded, metadata embedded, parity within tolerance.
+    The third value says what the artifacts were compared with (and why not the source model)."""
     from edgekit.convert import verify_artifact
 
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
+    for entry in manifest.artifacts:  # refuse a hostile manifest before any work
+        if entry.file:
+            bundle_path(bundle, entry.file)
+    model, why_not = trusted_source(bundle, manifest, source)
     references: dict[str, ReferenceData] = {}  # one per graph, built when first needed
     results = []
     for entry in manifest.artifacts:
@@ -58,20 +138,45 @@ def verify_bundle(bundle: str | Path, threads: int = 2) -> tuple[Manifest, list[
                             "reason": f"conversion had failed: {entry.error}"})
             continue
         if entry.graph not in references:
-            references[entry.graph] = reference_for_bundle(bundle, manifest, entry.graph)
+            references[entry.graph] = reference_for_bundle(bundle, manifest, entry.graph, model)
         results.append(_verify_entry(bundle, entry, references[entry.graph], threads, verify_artifact))
-    return manifest, results, "; ".join(r.description for r in references.values())
+    results += stray_rows(bundle, manifest)
+    described = "; ".join(r.description for r in references.values())
+    return manifest, results, described + (f" (PyTorch source not used: {why_not})" if why_not else "")
+
+
+def stray_files(bundle: Path, manifest: Manifest) -> list[str]:
+    """Names in the bundle that its manifest does not account for: besides manifest.json, golden
+    files and the writer's lock, every file must be an artifact (or a multi-adapter artifact's side
+    file, ``<stem>.<variant>.…``). A killed writer's ``.*.partial`` staging folder shows up here."""
+    from edgekit.artifact import LOCK, MANIFEST
+
+    files = [Path(e.file).parts[0] for e in manifest.artifacts if e.file and Path(e.file).parts]
+    stems = tuple(f"{Path(e.file).stem}." for e in manifest.artifacts if e.file and e.variants)
+    known = {MANIFEST, LOCK, *files}
+    return sorted(p.name for p in bundle.iterdir() if p.name not in known and not p.name.startswith(stems)
+                  and not (p.name.startswith("golden") and p.name.endswith(".npz")))
+
+
+def stray_rows(bundle: Path, manifest: Manifest) -> list[dict[str, Any]]:
+    """One failed result row naming the stray files, or none when there are none."""
+    stray = stray_files(bundle, manifest)
+    if not stray:
+        return []
+    shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+    return [{"format": "bundle", "file": None, "status": "failed",
+             "reason": f"stray files not named by manifest.json: {shown} (left by an interrupted write or added "
+                       "by hand; the next convert removes .partial staging folders)"}]
 
 
 def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, verify_artifact) -> dict[str, Any]:
-    path = bundle / entry.file
     out: dict[str, Any] = {"format": entry.format, "file": entry.file}
-    if not path.exists():
-        return out | {"status": "failed", "reason": f"{entry.file} is missing"}
-    if sha256_path(path) != entry.sha256:
-        return out | {"status": "failed", "reason": f"{entry.file} changed since conversion (sha256 differs)"}
-    conv = CONVERTERS.get(entry.format)
+    problem = artifact_problem(bundle, entry)
+    if problem:
+        return out | {"status": "failed", "reason": problem}
+    path = bundle_path(bundle, entry.file)
     try:
+        conv = CONVERTERS.get(entry.format)
         info = conv.inspect(path)
         if "edgekit" not in info.metadata:
             return out | {"status": "failed", "reason": "edgekit metadata is not embedded"}

@@ -1,0 +1,80 @@
+"""argparse ``type=`` functions shared by every command: a bad value fails while the command line
+is parsed, before anything is loaded, trained or converted.
+
+argparse prefixes each message with the flag (``argument --threads: ...``) and the CLI prints it as
+one ``edgekit: error:`` line with exit code 1. Each message names the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from edgekit.config import Bound
+from edgekit.errors import EdgekitError
+
+
+def int_in(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An integer in ``[low, high]`` (``None``: unbounded)."""
+    bound = Bound(low, high)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {bound.describe(True)}") from None
+        if not bound.ok(value):
+            raise argparse.ArgumentTypeError(f"{value} is out of range; expected {bound.describe(True)}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+def float_in(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Callable[[str], float]:
+    """A finite number in ``[low, high]`` (``(low, high]`` with ``low_open``); nan and inf are refused."""
+    bound = Bound(low, high, low_open=low_open)
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {bound.describe()}") from None
+        if not bound.ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected {bound.describe()}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_in(1)
+non_negative_int = int_in(0)
+finite_float = float_in()
+positive_float = float_in(0, low_open=True)
+non_negative_float = float_in(0)
+
+
+def format_list(text: str) -> list[str]:
+    """``--to onnx,tflite``: a non-empty list of registered converter names."""
+    from edgekit.converters import CONVERTERS
+
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    known = ", ".join(CONVERTERS.names())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no format; give one or more of: {known}")
+    unknown = [n for n in names if n not in CONVERTERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown format {unknown[0]!r}; choose from: {known}")
+    return names
+
+
+def npu_target(text: str) -> str:
+    """``--npu VENDOR:SOC`` with a registered vendor (checked before any conversion)."""
+    from edgekit.npu import check_npu_target
+
+    try:
+        check_npu_target(text)
+    except EdgekitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

@@ -1,0 +1,325 @@
+"""Read a user's ``.pt2`` (written by ``torch.export.save``) without unpickling anything.
+
+``torch.export.load`` unpickles: weights and constants flagged ``use_pickle`` go through
+``torch.load(weights_only=False)``, opaque constants through ``pickle.loads``, the sample inputs fall back
+to an unsafe load, and legacy archives hold a pickled state dict. A model file is untrusted input, so this
+module opens the archive as the zip it is, checks every entry it will use before anything is deserialized,
+reads tensors from their raw bytes, never reads the sample inputs, and refuses (one line naming the entry)
+whatever would need arbitrary unpickling. Example inputs are built from the graph's placeholder metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.pt2_archive import constants as names
+
+from edgekit.errors import EdgekitError
+
+MODEL = "model"  # the program name torch.export.save gives a single ExportedProgram
+WEIGHTS_CONFIG = names.WEIGHTS_CONFIG_FILENAME_FORMAT.format(MODEL)
+CONSTANTS_CONFIG = names.CONSTANTS_CONFIG_FILENAME_FORMAT.format(MODEL)
+MODEL_JSON = names.MODELS_FILENAME_FORMAT.format(MODEL)
+# entries of formats that always hold a pickle: the pre-PT2-archive zip layout and the legacy PT2 state dicts
+LEGACY_PICKLED = {
+    "serialized_state_dict.json": "a pickled state dict (the older, pre-PT2-archive torch.export format)",
+    "serialized_constants.json": "pickled constants (the older, pre-PT2-archive torch.export format)",
+    "serialized_example_inputs.json": "pickled example inputs (the older, pre-PT2-archive torch.export format)",
+    f"{names.WEIGHTS_DIR}{MODEL}.pt": "a pickled state dict (the legacy PT2 weights format)",
+    f"{names.CONSTANTS_DIR}{MODEL}.pt": "pickled constants (the legacy PT2 constants format)",
+}
+RESAVE = (f"edgekit does not unpickle model files; re-save it with torch.export.save "
+          f"(torch {torch.__version__.split('+')[0]} stores plain tensors as raw bytes)")
+_TORCH_LOGGERS = ("torch", "torch.export", "torch._export", "torch.fx", "torch._dynamo")
+
+
+class Archive:
+    """The entries of one .pt2 zip, named without its top-level folder (as torch names them)."""
+
+    def __init__(self, path: Path, zf: zipfile.ZipFile, root: str) -> None:
+        self.path, self.zf, self.root = path, zf, root
+        self.names = {info.filename[len(root):]: info for info in zf.infolist() if not info.is_dir()}
+
+    def has(self, name: str) -> bool:
+        return name in self.names
+
+    def read(self, name: str) -> bytes:
+        """The bytes of entry ``name``; a damaged entry is an error naming it."""
+        if name not in self.names:
+            raise EdgekitError(f"{self.path}: entry {name} is missing; expected a file written by torch.export.save")
+        try:
+            return self.zf.read(self.names[name])
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
+            raise EdgekitError(f"{self.path}: entry {name} is damaged ({_first_line(exc)}); "
+                               "the file is truncated or corrupt") from None
+
+    def text(self, name: str) -> str:
+        try:
+            return self.read(name).decode("utf-8")
+        except UnicodeDecodeError:
+            raise EdgekitError(f"{self.path}: entry {name} is not UTF-8 text") from None
+
+    def json(self, name: str) -> Any:
+        try:
+            return json.loads(self.text(name))
+        except json.JSONDecodeError as exc:
+            raise EdgekitError(f"{self.path}: entry {name} is not valid JSON ({exc})") from None
+
+
+def load_pt2(path: str | Path) -> tuple[ExportedProgram, dict[str, str]]:
+    """The program in a ``torch.export.save`` file and its extra files (name → text), read without pickle."""
+    path = Path(path)
+    with _open(path) as archive:
+        _check_format(archive)
+        # every entry is checked before any tensor is read: a pickled payload anywhere refuses the whole file
+        weights = _payload_config(archive, WEIGHTS_CONFIG, names.WEIGHTS_DIR, "weight")
+        consts = _payload_config(archive, CONSTANTS_CONFIG, names.CONSTANTS_DIR, "constant")
+        program_json = archive.read(MODEL_JSON)
+        state_dict = _tensors(archive, WEIGHTS_CONFIG, names.WEIGHTS_DIR, weights)
+        constants = _tensors(archive, CONSTANTS_CONFIG, names.CONSTANTS_DIR, consts)
+        extra = {name[len(names.EXTRA_DIR):]: archive.text(name)
+                 for name in sorted(archive.names) if name.startswith(names.EXTRA_DIR)}
+    return _deserialize(path, program_json, state_dict, constants), extra
+
+
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[Archive]:
+    unreadable = f"{path} is not a readable torch.export program"
+    try:
+        if path.stat().st_size == 0:
+            raise EdgekitError(f"{unreadable}: the file is empty; expected a file written by torch.export.save")
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise EdgekitError(f"{unreadable}: not a zip archive (truncated, or not written by "
+                           "torch.export.save)") from None
+    except OSError as exc:
+        raise EdgekitError(f"{unreadable}: {exc.strerror or _first_line(exc)}") from None
+    with zf:
+        listed = [info.filename for info in zf.infolist()]
+        for name in listed:
+            tail = name.split("/", 1)[-1]
+            for legacy, what in LEGACY_PICKLED.items():
+                if legacy in (name, tail):
+                    raise EdgekitError(f"{path}: entry {legacy} is {what}; {RESAVE}")
+        root = listed[0].split("/", 1)[0] + "/" if listed and "/" in listed[0] else ""
+        if not root or not all(name.startswith(root) for name in listed):
+            raise EdgekitError(f"{unreadable}: a zip archive, but not a PT2 archive (its entries do not share one "
+                               "top-level folder); expected a file written by torch.export.save")
+        yield Archive(path, zf, root)
+
+
+def _check_format(archive: Archive) -> None:
+    """The archive's format, version and byte order are the ones this reader understands."""
+    if not archive.has(names.ARCHIVE_FORMAT_PATH):
+        raise EdgekitError(f"{archive.path} is not a readable torch.export program: a zip archive without the entry "
+                           f"{names.ARCHIVE_FORMAT_PATH}; expected a file written by torch.export.save")
+    fmt = archive.text(names.ARCHIVE_FORMAT_PATH).strip()
+    if fmt != names.ARCHIVE_FORMAT_VALUE:
+        raise EdgekitError(f"{archive.path}: entry {names.ARCHIVE_FORMAT_PATH} says {fmt[:40]!r}; "
+                           f"expected {names.ARCHIVE_FORMAT_VALUE!r} (a file written by torch.export.save)")
+    version = archive.text(names.ARCHIVE_VERSION_PATH).strip() if archive.has(names.ARCHIVE_VERSION_PATH) else "?"
+    if version != names.ARCHIVE_VERSION_VALUE:
+        raise EdgekitError(f"{archive.path}: entry {names.ARCHIVE_VERSION_PATH} says archive version {version[:40]!r}; "
+                           f"torch {torch.__version__} reads version {names.ARCHIVE_VERSION_VALUE!r}; "
+                           "re-save it with this torch's torch.export.save")
+    order = archive.text("byteorder").strip() if archive.has("byteorder") else "little"
+    if order != sys.byteorder:
+        raise EdgekitError(f"{archive.path}: entry byteorder says {order[:40]!r}; "
+                           f"this machine is {sys.byteorder}-endian")
+
+
+def _payload_config(archive: Archive, config_name: str, directory: str, kind: str) -> dict[str, Any]:
+    """A weights/constants config (fqn → PayloadMeta) in which every entry is a raw tensor, never a pickle."""
+    from torch._export.serde import schema
+    from torch._export.serde.serialize import _dict_to_dataclass
+
+    raw = archive.json(config_name)
+    try:
+        config = _dict_to_dataclass(schema.PayloadConfig, raw).config
+        if not isinstance(config, dict):
+            raise TypeError("no 'config' mapping")
+    except Exception as exc:  # a malformed config: any type error of torch's schema parser
+        raise EdgekitError(f"{archive.path}: entry {config_name} is not a torch.export payload config "
+                           f"({_first_line(exc)})") from None
+    tensor_prefixes = (names.WEIGHT_FILENAME_PREFIX, names.TENSOR_CONSTANT_FILENAME_PREFIX)
+    for fqn, meta in config.items():
+        if meta.use_pickle or not meta.path_name.startswith(tensor_prefixes):
+            what = "an opaque Python object" if meta.path_name.startswith(names.OPAQUE_OBJ_FILENAME_PREFIX) else (
+                "a torchbind object" if meta.path_name.startswith(names.CUSTOM_OBJ_FILENAME_PREFIX) else "pickled")
+            raise EdgekitError(f"{archive.path}: entry {config_name} marks {kind} {fqn!r} ({directory}"
+                               f"{meta.path_name}) as {what}; {RESAVE}, with plain tensors only "
+                               "(no tensor subclasses or script objects)")
+    return config
+
+
+def _tensors(archive: Archive, config_name: str, directory: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of a checked config, read from raw bytes."""
+    flat: dict[str, torch.Tensor] = {}  # one storage per file: entries sharing a file stay aliased
+    return {fqn: _tensor(archive, config_name, fqn, meta, directory + meta.path_name, flat)
+            for fqn, meta in config.items()}
+
+
+def _tensor(archive: Archive, config_name: str, fqn: str, meta: Any, entry: str,
+            flat: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One tensor: the flat storage of ``entry`` viewed with the config's dtype, sizes, strides and offset."""
+    from torch._export.serde import serialize as serde
+
+    where = f"{archive.path}: entry {config_name}, {fqn!r}"
+    tm = meta.tensor_meta
+    try:
+        dtype = serde.deserialize_scalar_type(tm.dtype)
+        size, stride = serde.deserialize_size(tm.sizes), serde.deserialize_stride(tm.strides)
+        offset = serde.deserialize_storage_offset(tm.storage_offset)
+        strided = tm.layout == serde.schema.Layout.Strided
+    except Exception as exc:  # missing metadata, an unknown dtype or a symbolic size
+        raise EdgekitError(f"{where}: unreadable tensor metadata ({_first_line(exc)})") from None
+    if not strided or len(size) != len(stride) or min((*size, *stride, offset), default=0) < 0:
+        raise EdgekitError(f"{where}: only dense strided tensors with non-negative sizes and strides are supported")
+    if entry not in flat:
+        flat[entry] = _flat(archive, entry, dtype, size)
+    storage = flat[entry]
+    needed = 0 if 0 in size else offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
+    if storage.dtype != dtype or needed > storage.numel():
+        raise EdgekitError(f"{where}: entry {entry} holds {storage.numel()} {storage.dtype} values; the config needs "
+                           f"{needed} {dtype} (the archive is damaged)")
+    tensor = torch.as_strided(storage, size, stride, offset)
+    if meta.is_param:
+        return torch.nn.Parameter(tensor, requires_grad=bool(tm.requires_grad))
+    return tensor
+
+
+def _flat(archive: Archive, entry: str, dtype: torch.dtype, size: tuple[int, ...]) -> torch.Tensor:
+    """The raw bytes of ``entry`` as a flat CPU tensor of ``dtype`` (torch writes no bytes for a fake tensor)."""
+    data = archive.read(entry)
+    if not data:
+        return torch.zeros(size, dtype=dtype).reshape(-1)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(data) % itemsize:
+        raise EdgekitError(f"{archive.path}: entry {entry} has {len(data)} bytes, not a whole number of {dtype} "
+                           "values (the archive is damaged)")
+    return torch.frombuffer(bytearray(data), dtype=dtype)
+
+
+def _deserialize(path: Path, program_json: bytes, state_dict: dict[str, torch.Tensor],
+                 constants: dict[str, torch.Tensor]) -> ExportedProgram:
+    """torch's own JSON → ExportedProgram step, given tensors only and no sample inputs."""
+    from torch._export.serde import schema
+    from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
+
+    try:
+        with _silenced(), _no_unpickling(path, MODEL_JSON):
+            serialized = _bytes_to_dataclass(schema.ExportedProgram, program_json)
+            return ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, None)
+    except EdgekitError:
+        raise
+    except Exception as exc:  # torch's deserializer raises many types for a malformed or newer program
+        raise EdgekitError(f"{path}: entry {MODEL_JSON} is not a program torch {torch.__version__} can read "
+                           f"({_first_line(exc)}); re-save it with this torch's torch.export.save") from None
+
+
+# Two layers: the entry checks above refuse every pickled entry before torch sees the archive, and no pickled
+# bytes are handed to torch at all. The guard below is defence in depth for what we did not foresee (a newer
+# torch whose deserializer unpickles something new): any unpickling during the call fails loudly instead of
+# running, and TORCH_FORCE_WEIGHTS_ONLY_LOAD makes even a torch.load we failed to patch weights-only.
+@contextlib.contextmanager
+def _no_unpickling(path: Path, entry: str) -> Iterator[None]:
+    message = f"{path}: entry {entry} made torch unpickle data; {RESAVE}"
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise EdgekitError(message)
+
+    class RefusingUnpickler(pickle.Unpickler):  # a class still, so isinstance/subclassing keep working
+        def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+            raise EdgekitError(message)
+
+    targets = {(pickle, "loads"): refuse, (pickle, "load"): refuse, (pickle, "Unpickler"): RefusingUnpickler,
+               (torch, "load"): refuse, (torch.serialization, "load"): refuse, (torch._C, "_pickle_load_obj"): refuse}
+    saved = [(obj, attr, getattr(obj, attr), guard) for (obj, attr), guard in targets.items() if hasattr(obj, attr)]
+    env = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    for obj, attr, _, guard in saved:
+        setattr(obj, attr, guard)
+    try:
+        yield
+    finally:
+        for obj, attr, original, _ in saved:
+            setattr(obj, attr, original)
+        if env is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = env
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """torch's loggers and warnings (and native prints) stay off the terminal; errors still raise."""
+    from edgekit.converters._quiet import quiet
+
+    levels = {name: logging.getLogger(name).level for name in _TORCH_LOGGERS}
+    for name in _TORCH_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        with quiet():
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def example_inputs(program: ExportedProgram, path: str | Path, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Inputs of the shapes and dtypes of the program's positional tensor inputs, from its graph metadata:
+    seeded standard-normal floats, zeros otherwise. A symbolic size takes the smallest value ≥ 1 it allows."""
+    in_spec = program.call_spec.in_spec
+    if in_spec is not None and in_spec.num_children == 2 and in_spec.children()[1].num_children:
+        raise EdgekitError(f"{path} takes keyword inputs; export it with positional tensors: "
+                           "torch.export.export(model, (x,))")
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    vals = [placeholders[s.arg.name].meta.get("val") if hasattr(s.arg, "name") else None
+            for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    if not vals or not all(isinstance(v, torch.Tensor) for v in vals):
+        raise EdgekitError(f"{path} has no positional tensor example inputs; "
+                           "export it with torch.export.export(model, (x,))")
+    gen = torch.Generator().manual_seed(seed)
+    sizes = _concrete_sizes(program, vals)
+    return tuple(torch.randn(size, generator=gen, dtype=v.dtype) if v.dtype.is_floating_point
+                 else torch.zeros(size, dtype=v.dtype) for v, size in zip(vals, sizes))
+
+
+def _concrete_sizes(program: ExportedProgram, vals: list[torch.Tensor]) -> list[tuple[int, ...]]:
+    """Each input's shape with every symbol set to the smallest value ≥ 1 in its range constraint."""
+    ranges = {str(sym): vr for sym, vr in program.range_constraints.items()}
+    sizes = []
+    for v in vals:
+        dims = []
+        for d in v.shape:
+            if isinstance(d, int):
+                dims.append(d)
+                continue
+            expr = d.node.expr
+            values = {s: _smallest(ranges.get(str(s))) for s in expr.free_symbols}
+            dims.append(int(expr.subs(values)))
+        sizes.append(tuple(dims))
+    return sizes
+
+
+def _smallest(vr: Any) -> int:
+    try:
+        low = int(vr.lower)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        low = 1
+    return max(low, 1)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
