@@ -7,6 +7,7 @@ import sys
 
 from edgekit import __version__
 from edgekit.commands import COMMANDS
+from edgekit.debuglog import log_exception, warnings_to_log
 from edgekit.errors import EdgekitError
 
 
@@ -34,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentError as exc:  # a flag's value: edgekit/commands/validate.py says what is allowed
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return 1
+    with warnings_to_log(enabled=not args.debug) as log:
+        return _run(args, log)
+
+
+def _run(args: argparse.Namespace, log) -> int:
+    """Run the command; every error becomes one line (the traceback goes to the debug log, or with
+    ``--debug`` to the terminal)."""
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -43,16 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             _print_captured(exc)
             raise
+        log_exception(log, exc)
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns crashes into one line
         if args.debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"edgekit: error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+        where = log_exception(log, exc)
+        details = f"traceback in {where}; " if where else ""
+        print(f"edgekit: error: {type(exc).__name__}: {first} ({details}run with --debug to print it)",
+              file=sys.stderr)
         return 1
 
 

@@ -228,7 +228,8 @@ def point_tflite_at(copy: Path, outside: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
-@pytest.mark.parametrize("command", [["verify"], ["bench", "--runs", "1", "--warmup", "0"], ["bench", "--device", "adb"]])
+@pytest.mark.parametrize("command", [["verify"], ["bench", "--runs", "1", "--warmup", "0"], ["bench", "--device", "adb"]],
+                         ids=["verify", "bench", "bench-adb"])
 def test_artifact_file_outside_the_bundle_is_refused(capsys, copy, outside, events, how, command):
     point_tflite_at(copy, outside, how)
     events.clear()  # only what edgekit does from here on
@@ -250,6 +251,14 @@ def test_golden_file_linked_outside_is_refused(capsys, copy, tmp_path, events):
     assert opened(events, secret) == []
 
 
+def test_damaged_golden_file_is_a_one_line_error(capsys, copy):
+    (copy / "golden.npz").write_bytes(b"\x80\x04junk")  # what a pickle would start with
+    edit(copy, lambda d: d["source"].update(path="/nonexistent/ckpt"))
+    code, _, err = run_cli(capsys, "verify", copy)
+    assert code == 1
+    one_line_error(err, "golden.npz is damaged: not an .npz archive of plain arrays")
+
+
 def test_adapter_file_outside_the_bundle_is_refused(capsys, copy, tmp_path, events):
     secret = tmp_path / "secret.onnx_adapter"
     secret.write_bytes(b"not yours")
@@ -259,7 +268,8 @@ def test_adapter_file_outside_the_bundle_is_refused(capsys, copy, tmp_path, even
     events.clear()
     code, out, _ = run_cli(capsys, "verify", copy, "--json")
     onnx = next(r for r in json.loads(out)["results"] if r["format"] == "onnx")
-    assert code == 1 and onnx["status"] == "failed" and "adapter file '../secret.onnx_adapter' is outside" in onnx["reason"]
+    assert code == 1 and onnx["status"] == "failed"
+    assert "adapter file '../secret.onnx_adapter' is outside" in onnx["reason"]
     code, _, err = run_cli(capsys, "bench", copy, "--runs", "1", "--warmup", "0")
     assert code == 1
     one_line_error(err, "adapter file '../secret.onnx_adapter' is outside the bundle")

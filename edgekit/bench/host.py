@@ -65,7 +65,8 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
             continue
         problem = artifact_problem(bundle, entry)
         if problem:  # never run a file that is not the one converted and verified
-            results.append(BenchResult(entry.file, entry.format, entry.runtime, "host", status=f"failed: {problem}; not run"))
+            results.append(BenchResult(entry.file, entry.format, entry.runtime, "host",
+                                       status=f"failed: {problem}; not run"))
             continue
         if entry.graph not in graph_inputs:
             graph_inputs[entry.graph] = list(golden_reference(bundle, entry.graph).inputs[0])

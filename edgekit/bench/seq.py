@@ -71,7 +71,7 @@ from pathlib import Path
 from edgekit.converters import CONVERTERS
 fmt, path, inputs_file, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 conv = CONVERTERS.get(fmt)
-data = np.load(inputs_file)
+data = np.load(inputs_file, allow_pickle=False)
 inputs = [data[f"arr_{i}"] for i in range(len(data.files))]
 __import__({"onnx": "onnxruntime", "tflite": "ai_edge_litert.interpreter"}.get(fmt, "numpy"))
 

@@ -183,7 +183,8 @@ def reverify(bundle: Path, entry: ArtifactEntry, threads: int = 2) -> dict[str, 
     for v in entry.variants:
         reference = golden_reference(bundle, golden_graph(v["name"], entry.graph))
         variant = VariantGraph(v["name"], None, None, reference)  # type: ignore[arg-type]
-        results[v["name"]] = verify_variant(packager, bundle_path(bundle, entry.file), variant, as_spec(entry.precision), threads)
+        results[v["name"]] = verify_variant(packager, bundle_path(bundle, entry.file), variant,
+                                            as_spec(entry.precision), threads)
     statuses = {r["status"] for r in results.values()}
     return {**next(iter(results.values())),  # the base variant's numbers for the table
             "status": "passed" if statuses == {"passed"} else sorted(statuses)[0], "variants": results}

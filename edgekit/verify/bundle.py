@@ -8,6 +8,7 @@ Every file name from the manifest is confined to the bundle (``edgekit.artifact.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,8 @@ def source_sha256(path: Path) -> str | None:
     return sha256_path(path) if path.is_file() and path.suffix == ".pt2" else None
 
 
-def trusted_source(bundle: Path, manifest: Manifest, explicit: str | Path | None = None) -> tuple[ModelSource | None, str]:
+def trusted_source(bundle: Path, manifest: Manifest,
+                   explicit: str | Path | None = None) -> tuple[ModelSource | None, str]:
     """The bundle's source model when it is safe to load, else (None, why it is not used).
 
     ``explicit`` (the user's ``--source``) must have the recorded sha256: a mismatch is an error naming both.
@@ -95,10 +97,13 @@ def golden_reference(bundle: Path, graph: str = "") -> ReferenceData:
     if not path.is_file():
         raise EdgekitError(f"cannot verify {bundle}: it has no {path.name} and its source model is not used; "
                            "pass the source model with --source PATH")
-    with np.load(path, allow_pickle=False) as z:
-        ins = [z[k] for k in sorted(k for k in z.files if k.startswith("input_"))]
-        outs = [z[k] for k in sorted(k for k in z.files if k.startswith("output_"))]
-        labels = z["labels"] if "labels" in z.files else None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ins = [z[k] for k in sorted(k for k in z.files if k.startswith("input_"))]
+            outs = [z[k] for k in sorted(k for k in z.files if k.startswith("output_"))]
+            labels = z["labels"] if "labels" in z.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise EdgekitError(f"{path} is damaged: not an .npz archive of plain arrays ({type(exc).__name__})") from None
     if not ins or len(outs) == 0:
         raise EdgekitError(f"{path} is damaged: it holds no input_* or output_* arrays")
     n = len(ins[0])
