@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +63,7 @@ def convert_graphs(
     extras = [(conv, x) for conv in converters for x in conv.extra_graphs(list(zip(sources, references)), spec)]
     with bundle_lock(bundle):
         remove_stale_staging(bundle)
-        manifest = _manifest_for(sources[0], bundle, overwrite)
+        manifest = manifest_for(sources[0], bundle, overwrite)
         manifest.save(bundle)
         for source, reference in [*zip(sources, references), *((x.source, x.reference) for _, x in extras)]:
             write_golden(bundle, reference, source.graph)
@@ -94,13 +95,13 @@ def converted_entries(manifest: Manifest, sources: list[ModelSource], formats: l
     return [e for g in [*graphs, *dict.fromkeys(extra)] for fmt in formats if (e := manifest.entry(fmt, g))]
 
 
-def _manifest_for(source: ModelSource, bundle: Path, overwrite: bool = False) -> Manifest:
+def manifest_for(source: ModelSource, bundle: Path, overwrite: bool = False) -> Manifest:
     """The bundle's manifest to extend: the existing one (its artifacts kept) when it is for this
     source. One for the same checkpoint path with other weights (retrained) is replaced and its
     stale artifacts removed; a damaged one, or one for another model, only with ``overwrite``."""
     fresh = Manifest(
         name=source.name,
-        source={"kind": source.kind, "path": source.origin, "sha256": source.sha256,
+        source={"kind": source.kind, "path": recorded_source_path(source.origin, bundle), "sha256": source.sha256,
                 **({"lengths": list(source.lengths)} if source.lengths else {})},
         labels=source.labels, preprocessing=source.preprocessing, tools=tool_versions(),
     )
@@ -121,6 +122,12 @@ def _manifest_for(source: ModelSource, bundle: Path, overwrite: bool = False) ->
             "use --overwrite to replace its artifacts or choose another --out")
     _remove_artifacts(bundle, old)
     return fresh
+
+
+def recorded_source_path(origin: str, bundle: Path) -> str:
+    """The source's path as a manifest records it: relative to the bundle (readers resolve it there, never
+    from their working directory), so a run folder moved as a whole still finds its checkpoint."""
+    return os.path.relpath(Path(origin).resolve(), Path(bundle).resolve())
 
 
 def _same_path(recorded: Any, origin: str, bundle: Path) -> bool:

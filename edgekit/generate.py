@@ -49,7 +49,7 @@ def open_step_session(path: str | Path, fmt: str | None = None, threads: int = 2
 
 
 def _bundle_session(bundle: Path, fmt: str | None, threads: int) -> StepSession:
-    from edgekit.artifact import FAILED, load_manifest
+    from edgekit.artifact import FAILED, bundle_path, load_manifest
     from edgekit.converters import CONVERTERS, RunnerUnavailable
 
     manifest = load_manifest(bundle)
@@ -61,7 +61,7 @@ def _bundle_session(bundle: Path, fmt: str | None, threads: int) -> StepSession:
                            f"{'; it has: ' + ', '.join(have) if have else ' (convert a sequence model first)'}")
     reasons = []
     for entry in steps:
-        run = CONVERTERS.get(entry.format).runner(bundle / entry.file, threads)
+        run = CONVERTERS.get(entry.format).runner(bundle_path(bundle, entry.file), threads)
         if isinstance(run, RunnerUnavailable):
             reasons.append(f"{entry.file}: {run.reason}")
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.artifact import EXPORTED, ArtifactEntry, Manifest
+from edgekit.artifact import EXPORTED, ArtifactEntry, Manifest, bundle_lock, bundle_path, record_entries
 from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path, size_bytes
 
@@ -30,13 +30,13 @@ def compile_bundle_for_npu(bundle: Path, manifest: Manifest, target: str) -> Art
     tflite = manifest.entry("tflite")
     if tflite is None or tflite.status != "verified" or not tflite.file:
         raise EdgekitError("--npu needs a verified TFLite artifact; add tflite to --to")
-    compiled = compile_npu(bundle / tflite.file, target, bundle)
+    compiled = compile_npu(bundle_path(bundle, tflite.file), target, bundle)
     entry = ArtifactEntry(
         format="tflite", precision=tflite.precision, status=EXPORTED, file=compiled.name,
         runtime=f"litert-npu ({target})", size_bytes=size_bytes(compiled), sha256=sha256_path(compiled),
         inputs=tflite.inputs, outputs=tflite.outputs, compiled_for=target,
         verification={"status": f"not run: needs a phone with {target}"},
     )
-    manifest.merge([entry])
-    manifest.save(bundle)
+    with bundle_lock(bundle):
+        record_entries(bundle, manifest, [entry])
     return entry

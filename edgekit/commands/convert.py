@@ -176,7 +176,7 @@ def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
 
     check_output_dir(bundle, "bundle", args.overwrite)
     manifest = package_adapters(args.model, paths, formats, bundle, precision=spec, threads=args.threads,
-                                lengths=parse_lengths(args.lengths))
+                                lengths=parse_lengths(args.lengths), overwrite=args.overwrite)
     entries = [e for e in manifest.artifacts if e.format in formats]
     if args.json:
         print_json({"bundle": str(bundle), "adapters": manifest.adapters, "artifacts": [e.to_dict() for e in entries]})

@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import FAILED, ArtifactEntry, Manifest, artifact_metadata
+from edgekit.artifact import FAILED, ArtifactEntry, Manifest, artifact_metadata, bundle_lock, record_entries
 from edgekit.checkpoint import Checkpoint, load_checkpoint
 from edgekit.converters import CONVERTERS, ModelSource, RunnerUnavailable
-from edgekit.convert import write_entry, write_golden
+from edgekit.convert import manifest_for, write_entry, write_golden
 from edgekit.errors import EdgekitError
-from edgekit.io import sha256_path, size_bytes
+from edgekit.io import check_output_dir, remove_stale_staging, sha256_path, size_bytes
 from edgekit.lora import pack_coreml, pack_onnx, pack_tflite  # noqa: F401  (register the packagers)
 from edgekit.lora.adapter import Adapter, load_adapters
 from edgekit.lora.export import domain_test_split, reference_on
@@ -27,7 +27,6 @@ from edgekit.lora.fold import export_variant, fold_batchnorm
 from edgekit.lora.pack_base import BASE, PACKAGERS, Packager, VariantGraph, golden_graph
 from edgekit.quant.spec import QuantSpec, as_spec
 from edgekit.verify import MIL_REFERENCE, ReferenceData, compare, tolerance_for
-from edgekit.versions import tool_versions
 
 SIZE_GOAL = 1.35  # base + adapters should stay within this multiple of the base alone
 
@@ -52,8 +51,10 @@ def build_variants(checkpoint: Checkpoint, base: ModelSource, adapters: list[Ada
 
 
 def package_adapters(checkpoint: str | Path, adapter_paths: list[str | Path], formats: list[str], bundle: str | Path,
-                     *, precision: str | QuantSpec = "fp32", threads: int = 2, lengths: tuple[int, ...] = ()) -> Manifest:
-    """Write base + adapters into ``bundle`` for each format; only verified artifacts are kept."""
+                     *, precision: str | QuantSpec = "fp32", threads: int = 2, lengths: tuple[int, ...] = (),
+                     overwrite: bool = False) -> Manifest:
+    """Write base + adapters into ``bundle`` for each format; only verified artifacts are kept, and each
+    outcome is in the manifest as soon as it is known (under the bundle's lock)."""
     from edgekit.sources import load_source
 
     spec = as_spec(precision)
@@ -72,16 +73,18 @@ def package_adapters(checkpoint: str | Path, adapter_paths: list[str | Path], fo
         for variants in graphs:
             packager.check(spec, variants)
     bundle = Path(bundle)
-    manifest = Manifest(name=base.name, source={"kind": base.kind, "path": base.origin, "sha256": base.sha256,
-                                                **({"lengths": list(lengths)} if lengths else {})},
-                        labels=base.labels, preprocessing=base.preprocessing, tools=tool_versions(),
-                        adapters=[adapter_summary(a) for a in adapters])
-    entries = [package_one(p, variants, bundle, manifest, spec, threads) for variants in graphs for p in packagers]
-    manifest.merge(entries)
-    manifest.save(bundle)
-    for variants in graphs:
-        for v in variants:
-            write_golden(bundle, v.reference, golden_graph(v.name, v.source.graph))
+    check_output_dir(bundle, "bundle", overwrite)
+    with bundle_lock(bundle):  # one writer at a time; the manifest is saved after each artifact
+        remove_stale_staging(bundle)
+        manifest = manifest_for(dataclasses.replace(base, lengths=tuple(lengths)), bundle, overwrite)
+        manifest.adapters = [adapter_summary(a) for a in adapters]
+        for variants in graphs:
+            for v in variants:
+                write_golden(bundle, v.reference, golden_graph(v.name, v.source.graph))
+        for variants in graphs:
+            for p in packagers:
+                package_one(p, variants, bundle, manifest, spec, threads,
+                            record=lambda entry: record_entries(bundle, manifest, [entry]))
     return manifest
 
 
@@ -95,8 +98,9 @@ def adapter_summary(adapter: Adapter) -> dict[str, Any]:
 
 
 def package_one(packager: Packager, variants: list[VariantGraph], bundle: Path, manifest: Manifest,
-                spec: QuantSpec, threads: int) -> ArtifactEntry:
-    """Write one multi-variant artifact, verify every variant, keep it only if all pass."""
+                spec: QuantSpec, threads: int, record=None) -> ArtifactEntry:
+    """Write one multi-variant artifact, verify every variant, keep it only if all pass; ``record``
+    saves its manifest entry (see ``convert.write_entry``)."""
     source = variants[0].source
     conv = CONVERTERS.get(packager.name)
     name = f"{source.artifact_base}_{spec.tag}_adapters{packager.suffix}"
@@ -126,7 +130,7 @@ def package_one(packager: Packager, variants: list[VariantGraph], bundle: Path, 
         for f in written.side_files:
             os.replace(f, bundle / f.name)  # beside the artifact, just before it is renamed in
 
-    return write_entry(entry, bundle / name, fill)
+    return write_entry(entry, bundle / name, fill, record)
 
 
 def _bundle_verification(results: dict[str, dict], variants: list[VariantGraph], total: int, base_size: int,
