@@ -91,9 +91,16 @@ def is_edgekit_output(path: str | Path, kind: str) -> bool:
     return OWNERS.get(kind)(Path(path))
 
 
+def is_debris(path: Path) -> bool:
+    """A killed edgekit writer's leftovers: a hidden ``.NAME.*.partial`` staging folder or the lock file."""
+    return path.name.startswith(".") and (path.name == ".edgekit.lock"
+                                          or (path.name.endswith(".partial") and path.is_dir()))
+
+
 def may_write_into(path: Path, kind: str | None) -> bool:
-    """Whether an existing folder may receive edgekit's files: empty, edgekit's, or allowed with --overwrite."""
-    if not any(path.iterdir()) or path.resolve() in _APPROVED:
+    """Whether an existing folder may receive edgekit's files: empty (or holding only a killed writer's
+    debris, which the next writer removes), edgekit's, or allowed with --overwrite."""
+    if all(is_debris(p) for p in path.iterdir()) or path.resolve() in _APPROVED:
         return True
     return kind is not None and is_edgekit_output(path, kind)
 

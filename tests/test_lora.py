@@ -167,7 +167,8 @@ def test_recipe_adapt_section_is_validated(tmp_path):
     assert recipe.adapt.enabled and recipe.adapt.targets == ("head.*",)
     assert not load_recipe("cnn_digits").adapt.enabled
     for body, fragment in (('domain = "nope"', "digits_inverted_rotated"), ("ranks = 4", "allowed keys"),
-                           ('domain = "prose"\ndata = "x.txt"', "not both"), ("steps = 0", "at least 1")):
+                           ('domain = "prose"\ndata = "x.txt"', "not both"),
+                           ("steps = 0", "adapt.steps = 0 is out of range; expected an integer >= 1")):
         bad = tmp_path / "bad.toml"
         bad.write_text(base + f"\n[adapt]\n{body}\n")
         with pytest.raises(EdgekitError, match=fragment):
