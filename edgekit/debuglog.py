@@ -4,7 +4,9 @@ to one file (the last command's; ``EDGEKIT_DEBUG_LOG`` picks it) instead of the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 import tempfile
 import traceback
 import warnings
@@ -38,21 +40,28 @@ class _Log:
 
 @contextlib.contextmanager
 def warnings_to_log(enabled: bool = True) -> Iterator[_Log]:
-    """Route Python warnings to the debug log for the block (restored afterwards)."""
+    """Route Python warnings, and log records that would go to stderr (torch's, torchao's, any library's
+    handler or logging's last resort), to the debug log for the block; restored afterwards."""
     log = _Log()
     if not enabled:
         yield log
         return
-    shown = warnings.showwarning
+    shown, emit = warnings.showwarning, logging.StreamHandler.emit
 
-    def to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    def warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
         log.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-    warnings.showwarning = to_log
+    def record_to_log(handler: logging.StreamHandler, record: logging.LogRecord) -> None:
+        if handler.stream in (sys.stderr, sys.__stderr__):
+            log.write(f"{record.levelname} {record.name}: {record.getMessage()}")
+        else:
+            emit(handler, record)
+
+    warnings.showwarning, logging.StreamHandler.emit = warning_to_log, record_to_log
     try:
         yield log
     finally:
-        warnings.showwarning = shown
+        warnings.showwarning, logging.StreamHandler.emit = shown, emit
 
 
 def log_exception(log: _Log, exc: BaseException) -> Path | None:

@@ -1,8 +1,10 @@
-"""The CLI boundary: an unexpected crash is one line (traceback in the debug log), warnings stay off the
-terminal without --debug, and --debug still shows everything."""
+"""The CLI boundary: an unexpected crash is one line (traceback in the debug log), warnings and library log
+records stay off the terminal without --debug, and --debug still shows everything."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import warnings
 
 import pytest
@@ -18,6 +20,9 @@ def crashing_list(monkeypatch):
 
     def crash():
         warnings.warn("a chatty third-party library warning", UserWarning)
+        library = logging.getLogger("some.library")  # configured like torch's: its own stderr handler
+        library.propagate, library.handlers = False, [logging.StreamHandler(sys.stderr)]
+        library.warning("a library's log record on stderr")
         raise ValueError("boom inside a library\nsecond line of the library's message")
 
     monkeypatch.setitem(listing.LISTINGS._items, "models", crash)
@@ -29,9 +34,10 @@ def test_crash_is_one_line_and_the_traceback_goes_to_the_debug_log(crashing_list
     assert main(["list", "models"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("edgekit: error: ValueError: boom inside a library")
-    assert str(log) in err and "Traceback" not in err and "chatty" not in err
+    assert str(log) in err and "Traceback" not in err and "chatty" not in err and "log record" not in err
     text = log.read_text()
     assert "Traceback" in text and "second line of the library's message" in text and "chatty" in text
+    assert "WARNING some.library: a library's log record on stderr" in text
 
 
 def test_debug_shows_the_traceback_and_the_warning(crashing_list, capsys, tmp_path, monkeypatch):
