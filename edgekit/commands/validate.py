@@ -8,7 +8,7 @@ one ``edgekit: error:`` line with exit code 1. Each message names the value and 
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import Any, Callable
 
 from edgekit.config import Bound
 from edgekit.errors import EdgekitError
@@ -16,35 +16,28 @@ from edgekit.errors import EdgekitError
 
 def int_in(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """An integer in ``[low, high]`` (``None``: unbounded)."""
-    bound = Bound(low, high)
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {bound.describe(True)}") from None
-        if not bound.ok(value):
-            raise argparse.ArgumentTypeError(f"{value} is out of range; expected {bound.describe(True)}")
-        return value
-
-    parse.__name__ = "integer"  # argparse names the type in its own messages
-    return parse
+    return _ranged(int, "integer", Bound(low, high))
 
 
 def float_in(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Callable[[str], float]:
     """A finite number in ``[low, high]`` (``(low, high]`` with ``low_open``); nan and inf are refused."""
-    bound = Bound(low, high, low_open=low_open)
+    return _ranged(float, "number", Bound(low, high, low_open=low_open))
 
-    def parse(text: str) -> float:
+
+def _ranged(convert: Callable[[str], Any], noun: str, bound: Bound) -> Callable[[str], Any]:
+    integer = convert is int
+
+    def parse(text: str) -> Any:
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {bound.describe()}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an' if integer else 'a'} {noun}; "
+                                             f"expected {bound.describe(integer)}") from None
         if not bound.ok(value):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; expected {bound.describe()}")
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected {bound.describe(integer)}")
         return value
 
-    parse.__name__ = "number"
+    parse.__name__ = noun  # argparse names the type in its own messages
     return parse
 
 
