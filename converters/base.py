@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import errno
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -197,8 +198,21 @@ def failing_op(exc: BaseException) -> str | None:
     return None
 
 
+# a full disk, a quota, a read-only or forbidden folder: the write failed, not the conversion
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def raise_if_disk_error(exc: BaseException) -> None:
+    """Re-raise an OSError of writing as itself: the bundle writer (``edgekit.io.atomic_output``) then
+    names the file and the OS reason in one line, where a "conversion failed" message would mislead."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        raise exc
+
+
 def conversion_error(fmt: str, exc: BaseException) -> EdgekitError:
-    """Turn a converter's exception into a one-line error naming the operator when possible."""
+    """Turn a converter's exception into a one-line error naming the operator when possible
+    (an OSError of writing is re-raised as itself, see ``raise_if_disk_error``)."""
+    raise_if_disk_error(exc)
     op = failing_op(exc)
     if op:
         return UnsupportedOpError(op, fmt)

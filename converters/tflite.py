@@ -15,7 +15,7 @@ from edgekit.converters.tflite_flatbuffer import pack_model
 from edgekit.converters.tflite_weights import quantize_weights
 from edgekit.converters.base import (
     ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
-    register_converter,
+    raise_if_disk_error, register_converter,
 )
 from edgekit.errors import EdgekitError, UnsupportedOpError, require
 from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec
@@ -41,6 +41,7 @@ class TFLiteConverter(Converter):
         except EdgekitError:
             raise
         except Exception as exc:
+            raise_if_disk_error(exc)
             op = _first_unlowered_op(source)
             raise (UnsupportedOpError(op, self.name) if op else conversion_error(self.name, exc)) from exc
         embed_metadata(path, metadata)
@@ -71,9 +72,26 @@ class TFLiteConverter(Converter):
         return run
 
 
+@dataclass
+class Flatbuffer:
+    """A converted LiteRT model, serialized in memory and written from Python: a full disk is then an
+    OSError (one failed artifact, the other formats go on) instead of LLVM's fatal ``_exit(1)`` inside
+    LiteRT's own file writer, which ends the whole process."""
+
+    model: Any  # litert_torch's converted model
+
+    def export(self, path: str) -> None:
+        write_flatbuffer(self.model, Path(path))
+
+
+def write_flatbuffer(model: Any, path: Path) -> None:
+    """Write a litert_torch model's flatbuffer to ``path`` (serialized in memory first)."""
+    path.write_bytes(model.model_content())
+
+
 @QUANT.register(Scheme.FP32)
 def _fp32(source: ModelSource, spec: QuantSpec, prepared: Any):
-    return require("litert_torch", "tflite").convert(source.module, source.example_inputs)
+    return Flatbuffer(require("litert_torch", "tflite").convert(source.module, source.example_inputs))
 
 
 @QUANT.register(Scheme.INT8_WEIGHT)
@@ -108,7 +126,8 @@ def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
     if prepared is None:
         raise EdgekitError(f"tflite {spec.tag} export needs a prepared PT2E graph (edgekit.quant.plan_quantization)")
     graph = prepared.converted(fold_quantize=False)
-    return litert_torch.convert(graph, source.example_inputs, quant_config=QuantConfig(pt2e_quantizer=prepared.quantizer))
+    return Flatbuffer(litert_torch.convert(graph, source.example_inputs,
+                                           quant_config=QuantConfig(pt2e_quantizer=prepared.quantizer)))
 
 
 def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ class TFLitePackager(Packager):
 
     def write(self, variants: list[VariantGraph], path: Path, spec: QuantSpec, metadata: dict[str, Any]) -> Written:
         litert_torch = require("litert_torch", "tflite")
-        from edgekit.converters.tflite import embed_metadata
+        from edgekit.converters.tflite import embed_metadata, write_flatbuffer
         from edgekit.converters.tflite_weights import RECIPES, quantize_weights
 
         try:
@@ -44,7 +44,7 @@ class TFLitePackager(Packager):
                 converter = litert_torch.signature(first.name, first.source.module, first.source.example_inputs)
                 for v in rest:
                     converter = converter.signature(v.name, v.source.module, v.source.example_inputs)
-                converter.convert().export(str(path))
+                write_flatbuffer(converter.convert(), path)
                 if spec.scheme.value in RECIPES:
                     quantize_weights(path, spec)
         except EdgekitError:
