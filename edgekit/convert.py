@@ -61,6 +61,8 @@ def convert_graphs(
     check_output_dir(bundle, "bundle", overwrite)
     spec = as_spec(getattr(precision, "spec", precision))
     extras = [(conv, x) for conv in converters for x in conv.extra_graphs(list(zip(sources, references)), spec)]
+    # calibrate first (one calibration for all formats): bad calibration data fails before anything is written
+    plans = [plan_quantization(source, precision, **(quant_options or {})) for source in sources]
     with bundle_lock(bundle):
         remove_stale_staging(bundle)
         manifest = manifest_for(sources[0], bundle, overwrite)
@@ -72,8 +74,7 @@ def convert_graphs(
             record_entries(bundle, manifest, [entry])
 
         with progress_bar("converting", total=len(converters) * len(sources) + len(extras)) as bar:
-            for source, reference in zip(sources, references):
-                plan = plan_quantization(source, precision, **(quant_options or {}))  # one calibration for all formats
+            for source, reference, plan in zip(sources, references, plans):
                 for conv in converters:
                     bar.note(f"{conv.name} {source.graph}".strip())
                     convert_one(conv, source, bundle, manifest, reference, plan, threads, record=record)

@@ -39,17 +39,17 @@ def load_source(path: str | Path, *, labels: str | None = None, meta: str | None
             f"{path} is not a model edgekit can read; expected an edgekit checkpoint folder "
             "(model.safetensors + meta.json) or a .pt2 file written by torch.export.save"
         )
-    _apply_metadata(source, extra, labels, meta)
+    _apply_metadata(source, extra, f"--labels {labels}" if labels else f"--meta {meta}", f"--meta {meta}")
     return source
 
 
-def _apply_metadata(source: ModelSource, extra: dict[str, Any], labels: str | None, meta: str | None) -> None:
-    """Labels, preprocessing and (for a .pt2) I/O names from --labels/--meta, each checked against the model."""
+def _apply_metadata(source: ModelSource, extra: dict[str, Any], labels_from: str, names_from: str) -> None:
+    """Labels, preprocessing and (for a .pt2) I/O names, each checked against the model; ``*_from`` name
+    where they came from (a flag and its file, or a .pt2's embedded entry) for the error."""
     if "labels" in extra:
         classes = _output_classes(source)
-        given = f"--labels {labels}" if labels else f"--meta {meta}"
         if classes is not None and len(extra["labels"]) != classes:
-            raise EdgekitError(f"{given}: {len(extra['labels'])} labels for a model with {classes} output "
+            raise EdgekitError(f"{labels_from}: {len(extra['labels'])} labels for a model with {classes} output "
                                f"classes ({source.origin}); give exactly {classes}")
         source.labels = extra["labels"]
     source.preprocessing = extra.get("preprocessing", source.preprocessing)
@@ -57,9 +57,9 @@ def _apply_metadata(source: ModelSource, extra: dict[str, Any], labels: str | No
         if key not in extra:
             continue
         if source.kind != "pt2":
-            raise EdgekitError(f"--meta {meta}: {key} applies to a .pt2 model; a checkpoint's come from its family")
+            raise EdgekitError(f"{names_from}: {key} applies to a .pt2 model; a checkpoint's come from its family")
         if len(extra[key]) != len(have):
-            raise EdgekitError(f"--meta {meta}: {key} has {len(extra[key])} names; the model has {len(have)}")
+            raise EdgekitError(f"{names_from}: {key} has {len(extra[key])} names; the model has {len(have)}")
         setattr(source, key, tuple(extra[key]))
 
 
@@ -86,17 +86,18 @@ def _from_checkpoint(path: Path) -> ModelSource:
 def _from_pt2(path: Path) -> ModelSource:
     program, extra = load_pt2(path)  # never unpickles; the archive's sample inputs are not read
     args = pt2_example_inputs(program, path)
-    meta = _pt2_meta(path, extra.get(PT2_META, ""))
+    where = f"{path}: entry extra/{PT2_META}"
+    meta = _check_meta(_pt2_meta(path, extra.get(PT2_META, "")), where)
     spec = program.graph_signature
     inputs = tuple(s.arg.name for s in spec.input_specs if s.kind.name == "USER_INPUT")
     n_out = len([s for s in spec.output_specs if s.kind.name == "USER_OUTPUT"])
-    outputs = tuple(meta.get("output_names") or (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]))
-    return ModelSource(
-        name=path.stem, module=program.module(), example_inputs=tuple(args),
-        input_names=tuple(meta.get("input_names") or inputs), output_names=outputs,
-        sha256=sha256_path(path), origin=str(path), kind="pt2", labels=meta.get("labels"),
-        preprocessing=meta.get("preprocessing"), exported=program,
+    source = ModelSource(
+        name=path.stem, module=program.module(), example_inputs=tuple(args), input_names=inputs,
+        output_names=("output",) if n_out == 1 else tuple(f"output_{i}" for i in range(n_out)),
+        sha256=sha256_path(path), origin=str(path), kind="pt2", labels=None, preprocessing=None, exported=program,
     )
+    _apply_metadata(source, meta, where, where)  # checked like --meta: types, label count, name counts
+    return source
 
 
 def _pt2_meta(path: Path, text: str) -> dict[str, Any]:
@@ -135,18 +136,22 @@ _META_KEYS = {
 
 def _read_meta_file(path: str) -> dict[str, Any]:
     """--meta: a JSON object whose keys are ``_META_KEYS``, each of its type."""
-    meta = _parse_json(path, _read_text(path, "--meta"), "--meta")
+    return _check_meta(_parse_json(path, _read_text(path, "--meta"), "--meta"), f"--meta {path}")
+
+
+def _check_meta(meta: Any, where: str) -> dict[str, Any]:
+    """Model metadata (``--meta``, or a .pt2's ``edgekit.json``): a JSON object of ``_META_KEYS``, each of its type."""
     if not isinstance(meta, dict):
-        raise EdgekitError(f"--meta {path}: expected a JSON object with keys {', '.join(sorted(_META_KEYS))}")
+        raise EdgekitError(f"{where}: expected a JSON object with keys {', '.join(sorted(_META_KEYS))}")
     unknown = sorted(set(meta) - set(_META_KEYS))
     if unknown:
-        raise EdgekitError(f"--meta {path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(_META_KEYS))}")
+        raise EdgekitError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(_META_KEYS))}")
     for key, value in meta.items():
         if key == "preprocessing":
             if not isinstance(value, dict):
-                raise EdgekitError(f"--meta {path}: {key} = {value!r} must be {_META_KEYS[key]}")
+                raise EdgekitError(f"{where}: {key} = {value!r} must be {_META_KEYS[key]}")
         else:
-            _name_list(value, f"--meta {path}: {key}", _META_KEYS[key])
+            _name_list(value, f"{where}: {key}", _META_KEYS[key])
     return meta
 
 

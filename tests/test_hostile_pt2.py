@@ -314,3 +314,23 @@ def test_example_inputs_come_from_the_graph(tmp_path):
                       str(tmp_path / "kw.pt2"))
     with pytest.raises(EdgekitError, match="kw.pt2 takes keyword inputs"):
         load_source(tmp_path / "kw.pt2")
+
+
+@pytest.mark.parametrize("meta, words", [
+    ({"labels": 5}, "labels = 5 must be a non-empty list"),
+    ({"labels": ["a", "b"]}, "2 labels for a model with 3 output classes"),
+    ({"output_names": ["x", "y"]}, "output_names has 2 names; the model has 1"),
+    ({"colour": "rgb"}, "unknown key 'colour'"),
+    (["a", "b", "c"], "must be a JSON object"),
+])
+def test_embedded_metadata_is_checked_like_meta_before_anything_is_written(capsys, tmp_path, meta, words):
+    """A .pt2's own edgekit.json is as untrusted as --meta: wrong types or counts are refused up front
+    (once, `"labels": 5` got as far as writing a bundle whose manifest could not be read back)."""
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(Tiny().eval(), (torch.randn(1, 4),)), str(path),
+                      extra_files={"edgekit.json": json.dumps(meta)})
+    out = tmp_path / "out"
+    assert main(["convert", str(path), "--to", "onnx", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "entry extra/edgekit.json" in err[0] and words in err[0], err
+    assert not out.exists()

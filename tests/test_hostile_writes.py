@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -327,3 +328,17 @@ def test_sigkill_mid_convert_then_next_convert_succeeds_without_debris(tiny_pt2,
     assert convert(tiny_pt2, b) == 0
     assert sorted(p.name for p in b.iterdir()) == ["golden.npz", "manifest.json", "tiny_fp32.onnx"]
     assert main(["verify", str(b)]) == 0
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "allow_pickle=False"),
+    (lambda p: np.save(p, np.zeros((4, 1, 3), np.float32)), "sample 0 has shape [1, 1, 3]; the model takes [1, 64]"),
+])
+def test_bad_calibration_data_fails_before_a_bundle_is_started(tiny_pt2, tmp_path, capsys, make, words):
+    calib = tmp_path / "calib.npy"
+    make(calib)
+    out = tmp_path / "b"
+    assert main(["convert", str(tiny_pt2), "--to", "onnx", "--quant", "int8", "--calib", str(calib),
+                 "--out", str(out)]) == 1
+    assert words in capsys.readouterr().err
+    assert not out.exists()  # no empty manifest or golden file left behind
