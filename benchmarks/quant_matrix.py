@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from edgekit.bench.stats import time_interleaved
-from edgekit.convert import convert_model
+from edgekit.conversion import convert_model
 from edgekit.converters import CONVERTERS, RunnerUnavailable
 from edgekit.quant import QuantSpec
 from edgekit.sources import load_source, reference_for

@@ -12,7 +12,7 @@ from edgekit.artifact import FAILED, Manifest
 from edgekit.bench import bench_bundle, bench_torch
 from edgekit.bench.result import BenchResult
 from edgekit.converters import ModelSource
-from edgekit.convert import convert_graphs
+from edgekit.conversion import convert_graphs
 from edgekit.io import atomic_write_text, check_output_dir
 from edgekit.progress import status
 from edgekit.recipe import BenchSpec, Recipe

@@ -9,7 +9,7 @@ def train_and_convert(out: Path, recipe_text: str, name: str,
                       formats: tuple[str, ...] = ("onnx", "tflite", "coreml")) -> tuple[Path, Path]:
     """Write ``recipe_text`` as ``<name>.toml`` in ``out``, train it there and convert every graph of the
     checkpoint to ``formats`` in ``out/bundle``, each verified. Returns (checkpoint, bundle)."""
-    from edgekit.convert import convert_graphs
+    from edgekit.conversion import convert_graphs
     from edgekit.recipe import load_recipe
     from edgekit.sources import graph_sources, load_source, reference_for
     from edgekit.train import train_recipe

@@ -108,7 +108,7 @@ def test_edgekit_verify_rechecks_the_stateful_artifact(ssm_bundle, capsys) -> No
 
 def test_transformer_stateful_step_keeps_int32_position_explicit(tmp_path: Path) -> None:
     """Core ML states are fp16 only: the caches are held, the int32 position stays an input/output."""
-    from edgekit.convert import convert_one
+    from edgekit.conversion import convert_one
     from edgekit.artifact import Manifest
     from edgekit.converters import CONVERTERS
     from edgekit.quant import QuantPlan, QuantSpec

@@ -126,7 +126,7 @@ def test_layer_report_and_mixed_precision_keep_layers_float():
 
 
 def test_coreml_weight_compression(tmp_path):
-    from edgekit.convert import convert_model
+    from edgekit.conversion import convert_model
     from edgekit.sources import reference_for
 
     torch.manual_seed(0)

@@ -71,7 +71,7 @@ def default_bundle(model: str, variant: str = "") -> Path:
 
 @command("convert", "export a model to ONNX / TFLite / Core ML, verify each artifact, write a bundle", configure)
 def run(args: argparse.Namespace) -> int:
-    from edgekit.convert import convert_graphs, converted_entries
+    from edgekit.conversion import convert_graphs, converted_entries
     from edgekit.converters import CONVERTERS
     from edgekit.progress import status
     from edgekit.report.table import CONVERT_COLUMNS, print_table

@@ -17,7 +17,7 @@ from typing import Any
 from edgekit.artifact import FAILED, ArtifactEntry, Manifest, artifact_metadata, bundle_lock, record_entries
 from edgekit.checkpoint import Checkpoint, load_checkpoint
 from edgekit.converters import CONVERTERS, ModelSource, RunnerUnavailable
-from edgekit.convert import manifest_for, write_entry, write_golden
+from edgekit.conversion import manifest_for, write_entry, write_golden
 from edgekit.errors import EdgekitError
 from edgekit.io import check_output_dir, remove_stale_staging, sha256_path, size_bytes
 from edgekit.lora import pack_coreml, pack_onnx, pack_tflite  # noqa: F401  (register the packagers)

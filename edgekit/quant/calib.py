@@ -48,8 +48,11 @@ def _shapes(shapes: list[tuple[int, ...]]) -> str:
     return ", ".join(str(list(s)) for s in shapes)
 
 
-def calibration_for(source: ModelSource, n: int, path: str | Path | None = None, *, seed: int = 0) -> CalibrationData:
-    """``n`` samples from ``path`` when given, else from the recipe's training split."""
+def calibration_for(source: ModelSource, n: int, path: str | Path | np.ndarray | None = None, *,
+                    seed: int = 0) -> CalibrationData:
+    """``n`` samples from ``path`` (or an array of samples) when given, else from the recipe's training split."""
+    if isinstance(path, np.ndarray):
+        return _from_array(path, "the calibration array", source, n, seed)
     if path is not None:
         return _from_path(Path(path), source, n, seed)
     split = recipe_split(source, "train")
@@ -94,15 +97,22 @@ def _from_path(path: Path, source: ModelSource, n: int, seed: int) -> Calibratio
         array = _read_array(path)
     else:
         raise EdgekitError(f"calibration data {path} must be an image folder, a .npy or a .npz file")
+    return _from_array(array, str(path), source, n, seed)
+
+
+def _from_array(array: np.ndarray, where: str, source: ModelSource, n: int, seed: int) -> CalibrationData:
+    """``n`` seeded samples of an (N, *sample shape) array, checked against the model's input."""
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        raise EdgekitError(f"calibration data {where} holds {array.dtype} values; expected numbers")
     want = tuple(source.example_inputs[0].shape)  # (1, *sample shape)
     if array.ndim == len(want) - 1 and len(want) == 4 and want[1] == 1:
         array = array[:, None]  # (N, H, W) grayscale → (N, 1, H, W)
     if array.ndim < 1:
-        raise EdgekitError(f"calibration data {path}: expected an array of samples of shape {list(want[1:])}")
+        raise EdgekitError(f"calibration data {where}: expected an array of samples of shape {list(want[1:])}")
     idx = _pick(len(array), n, seed)
     samples = [(torch.from_numpy(np.ascontiguousarray(array[i][None], dtype=np.float32)),) for i in idx]
-    check_samples(samples, source.example_inputs, str(path))
-    return CalibrationData(tuple(samples), f"{path} ({len(samples)})")
+    check_samples(samples, source.example_inputs, where)
+    return CalibrationData(tuple(samples), f"{where} ({len(samples)})")
 
 
 def _read_array(path: Path) -> np.ndarray:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from edgekit.converters.base import ModelSource
 from edgekit.quant.spec import QuantSpec
 from edgekit.quant.pt2e import PT2E_SCHEMES, PreparedQuant
@@ -43,7 +45,7 @@ class QuantPlan:
 
 
 def plan_quantization(
-    source: ModelSource, precision: str | QuantSpec | QuantPlan, *, calib: str | Path | None = None,
+    source: ModelSource, precision: str | QuantSpec | QuantPlan, *, calib: str | Path | np.ndarray | None = None,
     budget_points: float | None = None, qat_epochs: int = 0, progress: Callable[[str], None] = lambda _: None,
 ) -> QuantPlan:
     """Calibrate once (and search mixed precision / fine-tune with QAT when asked) for ``precision``."""

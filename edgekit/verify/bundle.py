@@ -91,7 +91,7 @@ def reference_for_bundle(bundle: Path, manifest: Manifest, graph: str = "",
 
 def golden_reference(bundle: Path, graph: str = "") -> ReferenceData:
     """The reference inputs and PyTorch outputs saved in the bundle's golden file of ``graph``."""
-    from edgekit.convert import golden_name
+    from edgekit.conversion import golden_name
 
     path = bundle_path(bundle, golden_name(graph), "golden file")
     if not path.is_file():
@@ -127,7 +127,7 @@ def verify_bundle(bundle: str | Path, threads: int = 2,
                   source: str | Path | None = None) -> tuple[Manifest, list[dict[str, Any]], str]:
     """Per artifact: file present, sha256 as recorded, metadata embedded, parity within tolerance.
     The third value says what the artifacts were compared with (and why not the source model)."""
-    from edgekit.convert import verify_artifact
+    from edgekit.conversion import verify_artifact
 
     bundle = Path(bundle)
     manifest = load_manifest(bundle)

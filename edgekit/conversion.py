@@ -128,6 +128,8 @@ def manifest_for(source: ModelSource, bundle: Path, overwrite: bool = False) -> 
 def recorded_source_path(origin: str, bundle: Path) -> str:
     """The source's path as a manifest records it: relative to the bundle (readers resolve it there, never
     from their working directory), so a run folder moved as a whole still finds its checkpoint."""
+    if not Path(origin).exists():  # an in-memory model (edgekit.convert of an nn.Module) has no path
+        return origin
     return os.path.relpath(Path(origin).resolve(), Path(bundle).resolve())
 
 
