@@ -65,9 +65,9 @@ class Bundle:
         from edgekit.report import build_rows
         from edgekit.verify.bundle import golden_reference
 
-        for name, value in (("threads", threads), ("runs", runs), ("warmup", warmup + 1)):
-            if value < 1:
-                raise EdgekitError(f"{name} must be at least {1 if name != 'warmup' else 0}, got {value}")
+        for name, value, least in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+            if value < least:
+                raise EdgekitError(f"Bundle.bench: {name} must be at least {least}, got {value}")
         inputs = list(golden_reference(self.path).inputs[0]) if (self.path / "golden.npz").is_file() else []
         results = bench_bundle(self.path, self.manifest, inputs, threads=threads, warmup=warmup, runs=runs)
         return build_rows(self.manifest, results)
