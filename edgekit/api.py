@@ -118,6 +118,8 @@ def _source(model: Model, example_inputs: Sequence[torch.Tensor] | None, name: s
 
 def _in_memory(module: torch.nn.Module, args: tuple, name: str,
                exported: torch.export.ExportedProgram | None = None) -> ModelSource:
+    from edgekit.sources import default_output_names
+
     if not args or not all(isinstance(a, torch.Tensor) for a in args):
         raise EdgekitError("example_inputs must be a non-empty tuple of tensors (batch 1), e.g. (x,)")
     state = (exported.state_dict if exported is not None else module.state_dict()).items()
@@ -129,7 +131,7 @@ def _in_memory(module: torch.nn.Module, args: tuple, name: str,
     n_out = len(out) if isinstance(out, (tuple, list)) else 1
     return ModelSource(
         name=name, module=module, example_inputs=args, input_names=tuple(f"input_{i}" for i in range(len(args))),
-        output_names=("output",) if n_out == 1 else tuple(f"output_{i}" for i in range(n_out)),
+        output_names=default_output_names(n_out),
         sha256=digest.hexdigest(), origin=f"<in-memory {type(module).__name__}>", kind="module", exported=exported)
 
 

@@ -11,9 +11,9 @@ from typing import Any
 from edgekit import __version__
 from edgekit.errors import EdgekitError
 from edgekit.io import atomic_write_text, exclusive_lock, os_error
+from edgekit.outdir import LOCK
 
 MANIFEST = "manifest.json"
-LOCK = ".edgekit.lock"  # held by the bundle's one writer (see bundle_lock); removed when released
 MANIFEST_VERSION = 1
 
 # artifact status → how the report shows it

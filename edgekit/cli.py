@@ -7,7 +7,7 @@ import sys
 
 from edgekit import __version__
 from edgekit.commands import COMMANDS
-from edgekit.debuglog import log_exception, warnings_to_log
+from edgekit.debuglog import log_exception, library_output_to_log
 from edgekit.errors import EdgekitError
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentError as exc:  # a flag's value: edgekit/commands/validate.py says what is allowed
         print(f"edgekit: error: {exc}", file=sys.stderr)
         return 1
-    with warnings_to_log(enabled=not args.debug) as log:
+    with library_output_to_log(enabled=not args.debug) as log:
         return _run(args, log)
 
 

@@ -125,6 +125,11 @@ def manifest_for(source: ModelSource, bundle: Path, overwrite: bool = False) -> 
     return fresh
 
 
+def _remove(path: Path) -> None:
+    """Delete an artifact edgekit wrote: a file, or a folder such as an ``.mlpackage``."""
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
 def recorded_source_path(origin: str, bundle: Path) -> str:
     """The source's path as a manifest records it: relative to the bundle (readers resolve it there, never
     from their working directory), so a run folder moved as a whole still finds its checkpoint."""
@@ -147,8 +152,7 @@ def _remove_artifacts(bundle: Path, manifest: Manifest) -> None:
         if not entry.file:
             continue
         with contextlib.suppress(EdgekitError, OSError):
-            path = bundle_path(bundle, entry.file)
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            _remove(bundle_path(bundle, entry.file))
 
 
 def convert_one(
@@ -204,7 +208,7 @@ def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
                 record(entry)
             except BaseException:
                 if entry.file:
-                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+                    _remove(path)
                 raise
     return entry
 

@@ -39,7 +39,7 @@ class _Log:
 
 
 @contextlib.contextmanager
-def warnings_to_log(enabled: bool = True) -> Iterator[_Log]:
+def library_output_to_log(enabled: bool = True) -> Iterator[_Log]:
     """Route Python warnings, and log records that would go to stderr (torch's, torchao's, any library's
     handler or logging's last resort), to the debug log for the block; restored afterwards."""
     log = _Log()

@@ -4,7 +4,7 @@ and nothing edgekit did not write is ever deleted (:mod:`edgekit.outdir` says wh
 Every write stages in a hidden ``.NAME.*.partial`` folder beside its target and is renamed into place
 when complete. A process killed mid-write leaves that folder behind; the next writer of the bundle
 removes it under the bundle's lock (:func:`remove_stale_staging`). Paths being written are known to
-:func:`abandon_writes`, which a native library's ``exit()`` triggers (``converters/_quiet.py``).
+:func:`live_paths`; the watcher of ``converters/_quiet.py`` removes them if a native library ends the process.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edgekit.errors import EdgekitError
 from edgekit.outdir import OWN_FILES, check_output_dir, is_edgekit_output, may_write_into, os_error
 
 __all__ = ["atomic_output", "atomic_write_text", "check_output_dir", "exclusive_lock", "hold_interrupts",
-           "remove_stale_staging", "abandon_writes", "live_writes", "live_paths", "sha256_path", "size_bytes", "folder_holding"]
+           "remove_stale_staging", "live_writes", "live_paths", "sha256_path", "size_bytes", "folder_holding"]
 
 STAGING_GLOB = ".*.partial"
 ARTIFACT = "artifact"  # a file or folder inside a bundle its writer has locked: replaced whole
@@ -184,17 +184,6 @@ def live_writes() -> list[Path]:
 def live_paths() -> list[tuple[Path, bool]]:
     """What this process would leave behind if it died now: (staging folder or lock file, is_lock)."""
     return [(path.resolve(), target is None) for path, target in _LIVE.items()]
-
-
-def abandon_writes() -> None:
-    """Remove every staging folder and lock file of this process (it is ending mid-write)."""
-    for path, target in list(_LIVE.items()):
-        if target is None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-        _LIVE.pop(path, None)
 
 
 def sha256_path(path: str | Path) -> str:

@@ -34,6 +34,7 @@ OWN_FILES: dict[str, frozenset[str]] = {
     "adapter": frozenset({"adapter.safetensors", "adapter.json"}),
 }
 FILE_KINDS = frozenset({"report"})
+LOCK = ".edgekit.lock"  # held by a bundle's one writer (artifact.bundle_lock); removed when released
 _APPROVED: set[Path] = set()  # folders the user let edgekit write into with --overwrite (this process)
 
 OS_REASONS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
@@ -93,7 +94,7 @@ def is_edgekit_output(path: str | Path, kind: str) -> bool:
 
 def is_debris(path: Path) -> bool:
     """A killed edgekit writer's leftovers: a hidden ``.NAME.*.partial`` staging folder or the lock file."""
-    return path.name.startswith(".") and (path.name == ".edgekit.lock"
+    return path.name.startswith(".") and (path.name == LOCK
                                           or (path.name.endswith(".partial") and path.is_dir()))
 
 

@@ -83,6 +83,11 @@ def _from_checkpoint(path: Path) -> ModelSource:
     )
 
 
+def default_output_names(count: int) -> tuple[str, ...]:
+    """``output`` for a model's only output, ``output_0``, ``output_1``, ... for several."""
+    return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
+
+
 def _from_pt2(path: Path) -> ModelSource:
     program, extra = load_pt2(path)  # never unpickles; the archive's sample inputs are not read
     args = pt2_example_inputs(program, path)
@@ -93,8 +98,8 @@ def _from_pt2(path: Path) -> ModelSource:
     n_out = len([s for s in spec.output_specs if s.kind.name == "USER_OUTPUT"])
     source = ModelSource(
         name=path.stem, module=program.module(), example_inputs=tuple(args), input_names=inputs,
-        output_names=("output",) if n_out == 1 else tuple(f"output_{i}" for i in range(n_out)),
-        sha256=sha256_path(path), origin=str(path), kind="pt2", labels=None, preprocessing=None, exported=program,
+        output_names=default_output_names(n_out), sha256=sha256_path(path), origin=str(path), kind="pt2",
+        exported=program,
     )
     _apply_metadata(source, meta, where, where)  # checked like --meta: types, label count, name counts
     return source
