@@ -35,7 +35,7 @@ def _runtime_missing() -> str | None:
 if (_reason := _runtime_missing()) is not None:
     pytest.skip(_reason, allow_module_level=True)
 
-from edgekit.converters.coreml_mil import MilEvaluator, load_program  # noqa: E402
+from edgekit.converters.coreml.mil_reference import MilEvaluator, load_program  # noqa: E402
 from edgekit.models import create_model  # noqa: E402
 from edgekit.verify import tolerance_for  # noqa: E402
 

@@ -11,7 +11,7 @@ from edgekit.io import sha256_path, size_bytes
 
 def check_npu_target(target: str) -> tuple[str, str]:
     """``VENDOR:SOC`` syntax and a registered vendor, checked before anything is converted."""
-    from edgekit.devices.qualcomm_aot import NPU_COMPILERS, parse_npu_target
+    from edgekit.converters.tflite.npu import NPU_COMPILERS, parse_npu_target
 
     vendor, soc = parse_npu_target(target)
     if vendor not in NPU_COMPILERS:
@@ -24,7 +24,7 @@ def check_npu_target(target: str) -> tuple[str, str]:
 
 def compile_bundle_for_npu(bundle: Path, manifest: Manifest, target: str) -> ArtifactEntry:
     """Compile the bundle's verified TFLite artifact for ``target`` (``qualcomm:SM8650``)."""
-    from edgekit.devices.qualcomm_aot import compile_npu, parse_npu_target
+    from edgekit.converters.tflite.npu import compile_npu, parse_npu_target
 
     parse_npu_target(target)
     tflite = manifest.entry("tflite")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from edgekit.checkpoint import META, WEIGHTS, load_checkpoint
-from edgekit.converters.base import ModelSource
+from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path
 from edgekit.pt2 import example_inputs as pt2_example_inputs

@@ -8,7 +8,7 @@ import importlib.util
 
 import pytest
 
-from edgekit.devices.qualcomm_aot import compile_npu, parse_npu_target
+from edgekit.converters.tflite.npu import compile_npu, parse_npu_target
 from edgekit.devices.testing import write_tiny_tflite
 from edgekit.errors import EdgekitError
 

@@ -22,7 +22,7 @@ ct = pytest.importorskip("coremltools", reason="coremltools is not installed (ex
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
-from edgekit.converters.coreml_mil import (  # noqa: E402
+from edgekit.converters.coreml.mil_reference import (  # noqa: E402
     MilEvaluationError,
     MilEvaluator,
     evaluate,
@@ -203,7 +203,7 @@ def test_fast_fp16_rounding_equals_numpy_cast() -> None:
     """round_fp16 (integer rounding, used for speed) equals astype(float16) bit for bit,
     including ties, subnormals, overflow to inf and NaN (exhaustive over all 2**32
     patterns when written; a sample here)."""
-    from edgekit.converters.coreml_mil.precision import round_fp16
+    from edgekit.converters.coreml.mil_reference.precision import round_fp16
 
     rng = np.random.default_rng(5)
     special = np.array([0.0, -0.0, 1 + 2**-11, 1 + 3 * 2**-11, 2**-14, 2**-24, 2**-25, 3 * 2**-25, 1e-45,

@@ -18,7 +18,7 @@ pytest.importorskip("coremltools")
 from edgekit.artifact import load_manifest  # noqa: E402
 from edgekit.checkpoint import save_checkpoint  # noqa: E402
 from edgekit.cli import main  # noqa: E402
-from edgekit.converters.coreml_mil import MilEvaluationError, MilEvaluator, evaluate  # noqa: E402
+from edgekit.converters.coreml.mil_reference import MilEvaluationError, MilEvaluator, evaluate  # noqa: E402
 from edgekit.verify import tolerance_for  # noqa: E402
 
 LENGTH = 16  # prefill length: the stateful graph is verified over this many consecutive steps

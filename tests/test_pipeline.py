@@ -10,7 +10,7 @@ import pytest
 
 from edgekit.artifact import load_manifest
 from edgekit.checkpoint import load_checkpoint
-from edgekit.converters.tflite import read_metadata
+from edgekit.converters.tflite.export import read_metadata
 
 
 def test_training_reaches_target_accuracy(default_run):

@@ -13,6 +13,7 @@ import torch
 from edgekit.artifact import load_manifest
 from edgekit.cli import main
 from edgekit.converters import CONVERTERS, ModelSource
+from edgekit.converters.tflite._compat import ops_details
 from edgekit.errors import EdgekitError
 from edgekit.models import create_model
 from edgekit.quant import QuantSpec, Scheme
@@ -91,13 +92,13 @@ def test_int8_cli_really_computes_in_integers(capsys, checkpoint, bundle, tmp_pa
     assert ops["QLinearConv"] == 11 and ops["Conv"] == 0, ops  # every convolution runs in int8
     interp = Interpreter(model_path=str(tflite_file))
     tensors = interp.get_tensor_details()
-    convs = [op for op in interp._get_ops_details() if "CONV" in op["op_name"]]
+    convs = [op for op in ops_details(interp) if "CONV" in op["op_name"]]
     assert len(convs) == 11
     assert all(tensors[op["inputs"][1]]["dtype"] == np.int8 and tensors[op["inputs"][0]]["dtype"] == np.int8
                for op in convs)
     tflite_entry = next(e for e in result["artifacts"] if e["format"] == "tflite")
     assert tflite_entry["inputs"][0]["dtype"] == "int8" and tflite_entry["inputs"][0]["quantization"]["scale"] > 0
-    from edgekit.converters.tflite import read_metadata
+    from edgekit.converters.tflite.export import read_metadata
     embedded = json.loads(read_metadata(tflite_file)["edgekit"])  # what an app reads from the file itself
     assert embedded["inputs"][0]["dtype"] == "int8" and embedded["outputs"][0]["quantization"]["scale"] > 0
 
@@ -165,7 +166,7 @@ def test_tflite_flatbuffer_shares_identical_vectors(tmp_path):
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    from edgekit.converters.tflite_flatbuffer import pack_model
+    from edgekit.converters.tflite.flatbuffer import pack_model
 
     model = schema.ModelT()
     model.version, model.buffers, model.subgraphs = 3, [schema.BufferT(), schema.BufferT()], [schema.SubGraphT()]
@@ -247,5 +248,5 @@ def test_weight_only_int8_and_int4_in_onnx_and_tflite(capsys, checkpoint, bundle
     # int8: every conv/linear weight (11); int4: ai-edge-quantizer's recipe leaves the 5 small depthwise kernels float
     for scheme, dequantized_weights in (("int8-weight", 11), ("int4-weight", 6)):
         interp = Interpreter(model_path=str(tmp_path / scheme / f"cnn_digits_{scheme}.tflite"))
-        ops = [op for op in interp._get_ops_details() if op["op_name"] == "DEQUANTIZE"]
+        ops = [op for op in ops_details(interp) if op["op_name"] == "DEQUANTIZE"]
         assert len(ops) >= dequantized_weights, scheme

@@ -37,7 +37,7 @@ def variant_inputs(bundle: Path, entry: ArtifactEntry, base_inputs: list[np.ndar
 def bench_variants(bundle: Path, entry: ArtifactEntry, base_inputs: list[np.ndarray], *, threads: int, warmup: int,
                    runs: int) -> list[BenchResult]:
     """One row per variant (the base row is named like the artifact) plus one row for switching."""
-    from edgekit.lora import pack_coreml, pack_onnx, pack_tflite  # noqa: F401  (register the packagers)
+    import edgekit.converters.coreml.adapters, edgekit.converters.onnx.adapters, edgekit.converters.tflite.adapters  # noqa: F401,E401  (register the packagers)
 
     packager = PACKAGERS.get(entry.format)
     runtime = CONVERTERS.get(entry.format).runtime

@@ -8,7 +8,7 @@ import hashlib
 from pathlib import Path
 
 from edgekit.checkpoint import Checkpoint, load_checkpoint
-from edgekit.converters.base import ModelSource
+from edgekit.graph import ModelSource
 from edgekit.data import Split
 from edgekit.errors import EdgekitError
 from edgekit.lora.adapter import Adapter, load_adapter

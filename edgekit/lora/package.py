@@ -20,7 +20,7 @@ from edgekit.converters import CONVERTERS, ModelSource, RunnerUnavailable
 from edgekit.conversion import manifest_for, write_entry, write_golden
 from edgekit.errors import EdgekitError
 from edgekit.io import check_output_dir, remove_stale_staging, sha256_path, size_bytes
-from edgekit.lora import pack_coreml, pack_onnx, pack_tflite  # noqa: F401  (register the packagers)
+import edgekit.converters.coreml.adapters, edgekit.converters.onnx.adapters, edgekit.converters.tflite.adapters  # noqa: F401,E401  (register the packagers)
 from edgekit.lora.adapter import Adapter, load_adapters
 from edgekit.lora.export import domain_test_split, reference_on
 from edgekit.lora.fold import export_variant, fold_batchnorm

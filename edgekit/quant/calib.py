@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.converters.base import ModelSource
+from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError
 
 Sample = tuple[torch.Tensor, ...]  # one batch-1 input per model input

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from edgekit.converters.base import ModelSource
+from edgekit.graph import ModelSource
 from edgekit.quant.pt2e import PreparedQuant, export_graph, layer_nodes, prepare_quant
 from edgekit.quant.report import sqnr_db
 from edgekit.quant.spec import QuantSpec

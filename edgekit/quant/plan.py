@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.converters.base import ModelSource
+from edgekit.graph import ModelSource
 from edgekit.quant.spec import QuantSpec
 from edgekit.quant.pt2e import PT2E_SCHEMES, PreparedQuant
 

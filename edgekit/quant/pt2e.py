@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from edgekit.converters.base import ModelSource
+from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError, require
 from edgekit.quant.spec import Granularity, QuantSpec, Scheme
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from edgekit.converters.base import ModelSource
+from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError
 from edgekit.quant.pt2e import PreparedQuant, export_graph, make_quantizer
 from edgekit.quant.spec import QuantSpec

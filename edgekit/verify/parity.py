@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekit.converters.base import Runner
+from edgekit.graph import Runner
 from edgekit.verify.tolerances import Tolerance
 
 

@@ -35,8 +35,8 @@ class TFLitePackager(Packager):
 
     def write(self, variants: list[VariantGraph], path: Path, spec: QuantSpec, metadata: dict[str, Any]) -> Written:
         litert_torch = require("litert_torch", "tflite")
-        from edgekit.converters.tflite import embed_metadata, write_flatbuffer
-        from edgekit.converters.tflite_weights import RECIPES, quantize_weights
+        from edgekit.converters.tflite.export import embed_metadata, write_flatbuffer
+        from edgekit.converters.tflite.weights import RECIPES, quantize_weights
 
         try:
             with quiet():

@@ -41,9 +41,6 @@ def convert_program(program, source: ModelSource, precision: str = "FLOAT32", ta
     )
 
 
-_SHORT_NAMES_PASS = "edgekit::short_internal_names"
-
-
 def short_names_pipeline():
     """The default pass pipeline plus one that renames internal ops and values ``o12``/``v12``.
 
@@ -52,17 +49,10 @@ def short_names_pipeline():
     keep their names (apps address them), so nothing an app sees changes.
     """
     ct = require("coremltools", "coreml")
-    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY, register_pass
-
-    if _SHORT_NAMES_PASS not in PASS_REGISTRY:
-        @register_pass(namespace="edgekit", name="short_internal_names")
-        class _ShortNames(AbstractGraphPass):
-            def apply(self, prog) -> None:
-                shorten_names(prog)
+    from edgekit.converters.coreml._compat import register_graph_pass
 
     pipeline = ct.PassPipeline.DEFAULT
-    pipeline.append_pass(_SHORT_NAMES_PASS)
+    pipeline.append_pass(register_graph_pass("short_internal_names", shorten_names))
     return pipeline
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.converters._quiet import quiet
-from edgekit.converters.tflite_flatbuffer import pack_model
-from edgekit.converters.tflite_weights import quantize_weights
+from edgekit.converters.tflite._compat import has_lowering, ops_details
+from edgekit.converters.tflite.flatbuffer import pack_model
+from edgekit.converters.tflite.weights import quantize_weights
 from edgekit.converters.base import (
     ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
     raise_if_disk_error, register_converter,
@@ -48,7 +49,7 @@ class TFLiteConverter(Converter):
 
     def inspect(self, path: Path) -> ArtifactInfo:
         interpreter = _load_interpreter(path, threads=1)
-        ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
+        ops = Counter(op["op_name"] for op in ops_details(interpreter))
         return ArtifactInfo(
             inputs=[_tensor_info(d) for d in interpreter.get_input_details()],
             outputs=[_tensor_info(d) for d in interpreter.get_output_details()],
@@ -225,7 +226,6 @@ def _from_output(detail: dict, value: np.ndarray) -> np.ndarray:
 def _first_unlowered_op(source: ModelSource) -> str | None:
     """The first core-ATen operator of the model that litert-torch has no lowering for."""
     import torch
-    from litert_torch.backend import lowerings
 
     try:
         program = source.exported_program().run_decompositions()
@@ -233,7 +233,7 @@ def _first_unlowered_op(source: ModelSource) -> str | None:
         return None
     for node in program.graph.nodes:
         if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
-            if lowerings.lookup(node.target) is None:
+            if not has_lowering(node.target):
                 return str(node.target)
     return None
 

@@ -54,7 +54,7 @@ class OnnxPackager(Packager):
         require("onnxscript", "onnx")
         import torch
 
-        from edgekit.converters.onnx import embed_metadata, export_program
+        from edgekit.converters.onnx.export import embed_metadata, export_program
 
         adapted = [v for v in variants if v.adapter is not None]
         template = adapted[0] if adapted else variants[0]
@@ -85,7 +85,7 @@ class OnnxPackager(Packager):
     def switcher(self, path: Path, threads: int, only: str | None = None):
         """One session; each variant's adapter is loaded once and activated per call."""
         ort = require("onnxruntime", "onnx")
-        from edgekit.converters.onnx import open_session
+        from edgekit.converters.onnx.export import open_session
 
         session = open_session(path, threads)
         names = [i.name for i in session.get_inputs() if ".lora_A." not in i.name and ".lora_B." not in i.name]
@@ -119,7 +119,7 @@ def _rewrite_for_adapters(path: Path, weights: dict[str, np.ndarray], int8: bool
     DequantizeLinear turns back into the float weight (both default to zeros: the base)."""
     import onnx
 
-    from edgekit.converters.onnx_weights import quantize_weights_int8
+    from edgekit.converters.onnx.weights import quantize_weights_int8
 
     if not weights and not int8:
         return
@@ -166,7 +166,7 @@ def _add_zero_input(graph: Any, name: str, like: np.ndarray) -> None:
 def _int8_lora(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each LoRA weight as ``<name>_int8`` (int8) + ``<name>_scale`` (one float: per-channel scales of
     ``lora_B`` would add half as many bytes as its int8 values at rank 8)."""
-    from edgekit.converters.onnx_weights import symmetric_int8
+    from edgekit.converters.onnx.weights import symmetric_int8
 
     out = {}
     for name, value in weights.items():

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgekit.converters.coreml_mil.precision import VarSpec, round_to_declared, to_declared
-from edgekit.converters.coreml_mil.registry import MilEvaluationError, kernel
+from edgekit.converters.coreml.mil_reference.precision import VarSpec, round_to_declared, to_declared
+from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, kernel
 from edgekit.errors import require
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.converters.tflite_flatbuffer import pack_model
+from edgekit.converters.tflite.flatbuffer import pack_model
 from edgekit.errors import require
 from edgekit.quant.spec import QuantSpec, Scheme
 from edgekit.registry import Registry

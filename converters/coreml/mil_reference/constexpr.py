@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.converters.coreml_mil.precision import var_spec
-from edgekit.converters.coreml_mil.registry import IOS16, IOS17, IOS18, MilEvaluationError, kernel
+from edgekit.converters.coreml.mil_reference.precision import var_spec
+from edgekit.converters.coreml.mil_reference.registry import IOS16, IOS17, IOS18, MilEvaluationError, kernel
 
 Args = dict[str, Any]
 

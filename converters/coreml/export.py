@@ -15,8 +15,8 @@ from edgekit.converters.base import (
     ArtifactInfo, Converter, ExtraGraph, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
     register_converter,
 )
-from edgekit.converters.coreml_quant import QUANT
-from edgekit.converters.coreml_stateful import convert_stateful, state_runner, stateful_graphs
+from edgekit.converters.coreml.compress import QUANT
+from edgekit.converters.coreml.stateful import convert_stateful, state_runner, stateful_graphs
 from edgekit.errors import EdgekitError, require
 from edgekit.quant.spec import QuantSpec, as_spec
 
@@ -82,7 +82,7 @@ class CoreMLConverter(Converter):
 
     def reference_runner(self, path: Path) -> Runner | None:
         """The saved ML Program evaluated op by op in NumPy (method "mil-reference")."""
-        from edgekit.converters.coreml_mil import MilEvaluator, load_program
+        from edgekit.converters.coreml.mil_reference import MilEvaluator, load_program
 
         evaluator = MilEvaluator(load_program(path))
         return state_runner(evaluator) if evaluator.states else evaluator.run_list

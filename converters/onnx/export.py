@@ -107,7 +107,7 @@ def _int8_weight(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any
     """The fp32 graph with int8 weights behind DequantizeLinear (float compute; onnx_weights)."""
     import onnx
 
-    from edgekit.converters.onnx_weights import quantize_weights_int8
+    from edgekit.converters.onnx.weights import quantize_weights_int8
 
     _fp32(source, path, spec, None)
     model = onnx.load(str(path))

@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgekit.converters.coreml_mil import constexpr, conv, kernels  # noqa: F401  (register kernels)
-from edgekit.converters.coreml_mil.precision import (
+from edgekit.converters.coreml.mil_reference import constexpr, conv, kernels  # noqa: F401  (register kernels)
+from edgekit.converters.coreml.mil_reference.precision import (
     VarSpec,
     function_precision,
     round_to_declared,
@@ -26,8 +26,8 @@ from edgekit.converters.coreml_mil.precision import (
     to_declared,
     var_spec,
 )
-from edgekit.converters.coreml_mil.registry import MilEvaluationError, find_kernel
-from edgekit.converters.coreml_mil.state import MilState, is_state, state_spec
+from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, find_kernel
+from edgekit.converters.coreml.mil_reference.state import MilState, is_state, state_spec
 from edgekit.errors import require
 
 Ref = str | tuple[str, ...]  # the name(s) of the variable(s) an op input reads
@@ -38,7 +38,7 @@ def load_program(source: str | Path | Any) -> Any:
     if hasattr(source, "functions"):
         return source
     ct = require("coremltools", "coreml")
-    from coremltools.converters.mil.frontend.milproto import load as milproto
+    from edgekit.converters.coreml._compat import load_milproto
 
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -50,7 +50,7 @@ def load_program(source: str | Path | Any) -> Any:
         raise MilEvaluationError(
             f"the model is a {spec.WhichOneof('Type')} model; only ML programs (convert_to='mlprogram') can be evaluated"
         )
-    return milproto.load(spec, spec.specificationVersion, source.weights_dir or "")
+    return load_milproto(spec, source.weights_dir or "")
 
 
 _BLAS: list[Any] = []  # the threadpoolctl controller, made on first use
@@ -118,7 +118,7 @@ def _opset(op: Any) -> int | None:
 
 def _resolve(op: Any) -> Callable[[Any, dict[str, Any]], Any]:
     """The kernel that evaluates ``op``, or a MilEvaluationError saying why there is none."""
-    from coremltools.converters.mil.mil.operation import Operation
+    from edgekit.converters.coreml._compat import has_own_value_inference
 
     if op.blocks:
         raise MilEvaluationError(f"cannot evaluate op {op.op_type} ({op.name}): control flow is not supported")
@@ -127,11 +127,11 @@ def _resolve(op: Any) -> Callable[[Any, dict[str, Any]], Any]:
         return fn
     if op.op_type.startswith("constexpr_") and hasattr(op, "materialized_val_inference"):
         return _materialize
-    if type(op).value_inference is not Operation.value_inference:
+    if has_own_value_inference(op):
         return _value_inference
     raise MilEvaluationError(
         f"cannot evaluate op {op.op_type} ({op.name}): no NumPy kernel and no coremltools value_inference; "
-        f"register one with @kernel({op.op_type!r}) in edgekit.converters.coreml_mil"
+        f"register one with @kernel({op.op_type!r}) in edgekit.converters.coreml.mil_reference"
     )
 
 

@@ -39,7 +39,6 @@ TARGET = "iOS18"  # first Core ML with states
 STREAM_STEPS = 64  # consecutive real steps verified (fewer when the prefill windows are shorter)
 STATE_DTYPE = np.float16
 _CANONICAL = "common::canonicalize_inplace_pattern"
-_CANONICAL_FIXED = "edgekit::canonicalize_state_updates"
 
 
 def held_states(model: Any) -> tuple[str, ...]:
@@ -101,7 +100,7 @@ def usage_text(held: tuple[str, ...], explicit: tuple[str, ...]) -> str:
 def convert_stateful(source: ModelSource) -> Any:
     """ct.convert of the stateful step module: fp16 compute, fp16 states, iOS 18."""
     ct = require("coremltools", "coreml")
-    from edgekit.converters.coreml_quant import convert_program
+    from edgekit.converters.coreml.compress import convert_program
 
     program = torch.export.export(source.module, source.example_inputs).run_decompositions({})
     buffers = dict(source.module.named_buffers())
@@ -113,22 +112,14 @@ def convert_stateful(source: ModelSource) -> Any:
 def state_pipeline() -> Any:
     """The default pass pipeline with coremltools' state-update reordering replaced by a fixed one."""
     ct = require("coremltools", "coreml")
-    from coremltools.converters.mil.mil.passes.defs.optimize_state import canonicalize_inplace_pattern
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY, register_pass
+    from edgekit.converters.coreml._compat import register_fixed_state_canonicalization
 
-    if _CANONICAL_FIXED not in PASS_REGISTRY:
-        @register_pass(namespace="edgekit", name="canonicalize_state_updates")
-        class _CanonicalizeStateUpdates(canonicalize_inplace_pattern):
-            """Each state update right after the op computing its value; indexes the live op list."""
-
-            def _try_match_and_transform_pattern(self, op: Any, block: Any, block_operation_list: list) -> None:
-                super()._try_match_and_transform_pattern(op, block, list(block.operations))
-
+    fixed = register_fixed_state_canonicalization("canonicalize_state_updates")
     pipeline = ct.PassPipeline.DEFAULT
     names = list(pipeline.passes)
     if _CANONICAL in names:
         pipeline.remove_passes([_CANONICAL])
-        pipeline.insert_pass(names.index(_CANONICAL), _CANONICAL_FIXED)
+        pipeline.insert_pass(names.index(_CANONICAL), fixed)
     return pipeline
 
 

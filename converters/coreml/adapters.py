@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.converters._quiet import quiet
+from edgekit.converters.coreml._compat import apply_graph_passes, block_context, fresh_pass, graph_pass, mil_program, pass_registry
 from edgekit.converters.base import Runner, RunnerUnavailable, conversion_error
 from edgekit.errors import EdgekitError, require
 from edgekit.lora.pack_base import BASE, Packager, VariantGraph, Written, register_packager
@@ -40,7 +41,7 @@ class CoreMLPackager(Packager):
         ct = require("coremltools", "coreml")
         import json
 
-        from edgekit.converters.coreml_quant import convert_and_compress
+        from edgekit.converters.coreml.compress import convert_and_compress
 
         # int8 only: int4 with one scale per tensor does not pass parity (see _AdapterWeights)
         adapter_weights = _AdapterWeights() if spec.scheme is Scheme.INT8_WEIGHT else None
@@ -85,7 +86,7 @@ class CoreMLPackager(Packager):
 
     def reference_runner(self, path: Path, variant: str) -> Runner | None:
         """The variant's function of the saved ML program, evaluated op by op in NumPy."""
-        from edgekit.converters.coreml_mil import MilEvaluator, load_program
+        from edgekit.converters.coreml.mil_reference import MilEvaluator, load_program
 
         return MilEvaluator(load_program(path), variant).run_list
 
@@ -114,7 +115,7 @@ class _AdapterWeights:
 
 def _float_weights(mlmodel: Any) -> dict[str, bytes]:
     """Name → bytes of every float const of two or more dimensions in the converted program."""
-    return {op.name: op.outputs[0].val.tobytes() for op in mlmodel._mil_program.functions["main"].operations
+    return {op.name: op.outputs[0].val.tobytes() for op in mil_program(mlmodel).functions["main"].operations
             if op.op_type == "const" and isinstance(op.outputs[0].val, np.ndarray)
             and op.outputs[0].val.ndim >= 2 and op.outputs[0].val.dtype.kind == "f"}
 
@@ -123,30 +124,23 @@ def compact(mlmodel):
     """The same ML program with constants deduplicated (also strides, pads and the text constants the
     converter writes once per op, such as each conv's pad type) and short internal op/variable names
     (inputs and outputs keep theirs; the renaming is the converter's own, ``coreml_quant.shorten_names``)."""
-    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
-    from coremltools.models.utils import _apply_graph_pass
+    from edgekit.converters.coreml.compress import shorten_names
 
-    from edgekit.converters.coreml_quant import shorten_names
+    def share_and_shorten(prog) -> None:
+        for function in prog.functions.values():
+            _share_text_consts(function)
+        shorten_names(prog)
 
-    class _Compact(AbstractGraphPass):
-        def apply(self, prog) -> None:
-            for function in prog.functions.values():
-                _share_text_consts(function)
-            shorten_names(prog)
-
-    dedup = type(PASS_REGISTRY["common::const_deduplication"])()  # a private instance: the registry's is shared
+    dedup = fresh_pass("common::const_deduplication")
     dedup.const_threshold = 1  # also strides, pads, groups: tiny, but one const op each per conv
-    passes = [dedup, PASS_REGISTRY["common::dead_code_elimination"], _Compact()]
-    return _apply_graph_pass(mlmodel, passes, skip_model_load=True)
+    passes = [dedup, pass_registry()["common::dead_code_elimination"], graph_pass(share_and_shorten)]
+    return apply_graph_passes(mlmodel, passes)
 
 
 def _share_text_consts(block) -> None:
     """One ``const`` per distinct string or bool value in ``block`` (coremltools' deduplication skips
     them); every later copy's uses move to the first."""
-    from coremltools.converters.mil.mil.passes.helper import block_context_manager
-
-    @block_context_manager
+    @block_context
     def share(block) -> None:
         first = {}
         for op in list(block.operations):

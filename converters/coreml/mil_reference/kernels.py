@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.converters.coreml_mil.registry import IOS18, kernel
+from edgekit.converters.coreml.mil_reference.registry import IOS18, kernel
 
 Args = dict[str, Any]
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edgekit.converters.coreml_mil.registry import MilEvaluationError, kernel
+from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, kernel
 
 Args = dict[str, Any]
 Pads = list[tuple[int, int]]  # (begin, end) per spatial axis
