@@ -19,9 +19,9 @@ import platform
 import tempfile
 from pathlib import Path
 
+from edgekit.adapter_bundle import package_adapters
 from edgekit.bench.host import bench_bundle
 from edgekit.lora import AdaptOptions, adapt_checkpoint
-from edgekit.lora.package import package_adapters
 from edgekit.verify.bundle import golden_reference
 
 
@@ -60,7 +60,7 @@ def main() -> None:
                   f"({m['trainable_fraction']:.2%} trainable, {m['train_seconds']:.0f} s)")
         for precision in args.precisions.split(","):
             bundle = Path(tmp) / f"bundle_{precision}"
-            manifest = package_adapters(args.checkpoint, paths, args.formats.split(","), bundle, precision=precision)
+            manifest = package_adapters(args.checkpoint, paths, args.formats.split(","), bundle, quant=precision)
             result["artifacts"] += [_artifact_row(e) for e in manifest.artifacts]
             for e in manifest.artifacts:
                 print(f"{e.file}: {e.size_bytes:,} B, {e.verification['size_ratio_vs_base']:.2f}x base" if e.file

@@ -14,9 +14,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from edgekit.pipeline import run_pipeline
-from edgekit.recipe import load_recipe
-from edgekit.report import print_table
+import edgekit
 
 
 def main() -> None:
@@ -24,9 +22,9 @@ def main() -> None:
     parser.add_argument("--recipe", default="cnn_digits")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pipeline.json"))
     args = parser.parse_args()
-    recipe = load_recipe(args.recipe)
+    recipe = edgekit.load_recipe(args.recipe)
     with tempfile.TemporaryDirectory() as tmp:
-        outcome = run_pipeline(recipe, Path(tmp) / recipe.name)
+        outcome = edgekit.run(recipe, Path(tmp) / recipe.name)
     result = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.processor(), "load_avg_1m": os.getloadavg()[0]},
@@ -35,7 +33,7 @@ def main() -> None:
         "training": outcome.report["training"],
         "rows": outcome.rows,
     }
-    print_table(outcome.rows, f"{recipe.name}")
+    edgekit.print_table(outcome.rows, f"{recipe.name}")
     print(json.dumps({"stage_seconds": result["stage_seconds"], "test_accuracy": result["training"]["test_accuracy"]}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))

@@ -17,13 +17,11 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
 
-from edgekit.bench.seq import measure_graph, torch_latency
-from edgekit.models import create_model
+import edgekit
 
 FORMATS = ("onnx", "tflite")
 ATTENTION_BYTES_LIMIT = 2 * 2**30  # skip Transformer prefills whose attention scores need more than this
@@ -42,19 +40,16 @@ def build(family: str, config: dict, length: int) -> torch.nn.Module:
     """A model of ``family`` with ``config``, ready for static length (or context) ``length``."""
     torch.manual_seed(0)
     sized = {"export_lengths": [length]} | ({CONTEXT_KEY[family]: length} if family in CONTEXT_KEY else {})
-    return create_model(family, config | sized).eval()
-
-
-def graph(model: torch.nn.Module, name: str):
-    return next(g for g in model.export_graphs(tuple(model.config.export_lengths)) if g.name.startswith(name))
+    return edgekit.create_model(family, **(config | sized)).eval()
 
 
 def attention_bytes(config: dict, length: int) -> int:
     return 4 * config.get("n_heads", 1) * length * length  # fp32 scores of one layer
 
 
-def sweep(configs: dict[str, dict], args: argparse.Namespace, folder: Path, memory: bool = False) -> list[dict]:
-    """Prefill at every L in ``args.lengths`` and step at every context in ``args.contexts``, per family."""
+def sweep(configs: dict[str, dict], args: argparse.Namespace, memory: bool = False) -> list[dict]:
+    """Prefill at every L in ``args.lengths`` and step at every context in ``args.contexts``, per family
+    (``memory``: also the step artifacts' peak memory)."""
     rows = []
     for family, config in configs.items():
         for kind, points in (("prefill", args.lengths), ("step", args.contexts)):
@@ -64,13 +59,10 @@ def sweep(configs: dict[str, dict], args: argparse.Namespace, folder: Path, memo
                     row["skipped"] = f"attention scores need {attention_bytes(config, n) / 2**30:.1f} GiB per layer"
                 else:
                     model = build(family, config, n)
-                    g = graph(model, kind)
                     row["params"] = sum(p.numel() for p in model.parameters())
                     runs = args.runs if kind == "prefill" else max(args.runs, STEP_RUNS)
-                    row["pytorch"] = torch_latency(g, threads=args.threads, warmup=5, runs=runs)
-                    for fmt in FORMATS:
-                        row[fmt] = measure_graph(g, fmt, folder, threads=args.threads, warmup=5, runs=runs,
-                                                 memory=memory and kind == "step")
+                    row |= edgekit.bench_graph(model, kind, formats=FORMATS, threads=args.threads, warmup=5,
+                                               runs=runs, memory=memory and kind == "step")
                 rows.append(row)
                 print(_line(row), flush=True)
     return rows
@@ -156,8 +148,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/seq_scaling.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = sweep(default_configs(args), args, Path(tmp))
+    rows = sweep(default_configs(args), args)
     result = {"d_model": args.d_model, "layers": args.layers, "heads": args.heads, "threads": args.threads,
               "runs": args.runs, "goals": goals(rows, args), "rows": rows,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()}}

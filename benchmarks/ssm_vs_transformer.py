@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,10 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from seq_scaling import FORMATS, plot, sweep  # noqa: E402
 
-from edgekit.checkpoint import load_checkpoint  # noqa: E402
-from edgekit.models.base import config_to_dict  # noqa: E402
-from edgekit.recipe import load_recipe  # noqa: E402
-from edgekit.train.run import train_recipe  # noqa: E402
+import edgekit  # noqa: E402
 
 RECIPES = {"ssm": "ssm_lm", "transformer": "transformer_lm"}
 
@@ -42,19 +38,17 @@ def trained(family: str, args: argparse.Namespace) -> Path:
     given = getattr(args, family)
     if given:
         return Path(given)
-    recipe = load_recipe(RECIPES[family])
+    recipe = edgekit.load_recipe(RECIPES[family])
     recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, max_seconds=args.train_seconds))
     print(f"training {recipe.name} for up to {args.train_seconds:.0f} s", flush=True)
-    path, _ = train_recipe(recipe, args.work / family)
-    return path
+    return edgekit.train(recipe, args.work / family).checkpoint
 
 
 def quality(path: Path) -> dict:
     """Parameters, config and held-out metrics recorded in the checkpoint."""
-    ckpt = load_checkpoint(path)
-    metrics = ckpt.meta.get("metrics", {})
-    return {"checkpoint": str(path), "params": sum(p.numel() for p in ckpt.model.parameters()),
-            "config": config_to_dict(ckpt.model.config), "metrics": metrics}
+    trained = edgekit.Trained.load(path)
+    return {"checkpoint": str(path), "params": sum(p.numel() for p in edgekit.load(path).parameters()),
+            "config": trained.config, "metrics": trained.metrics}
 
 
 def sweep_config(config: dict) -> dict:
@@ -79,8 +73,7 @@ def main() -> None:
     models = {family: quality(trained(family, args)) for family in RECIPES}
     for family, q in models.items():
         print(f"{family}: {q['params']:,} params, test bits/byte {q['metrics'].get('test_bits_per_byte')}")
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = sweep({f: sweep_config(q["config"]) for f, q in models.items()}, args, Path(tmp), memory=True)
+    rows = sweep({f: sweep_config(q["config"]) for f, q in models.items()}, args, memory=True)
     result = {"models": models, "train_seconds_budget": args.train_seconds, "threads": args.threads,
               "runs": args.runs, "rows": rows,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()}}

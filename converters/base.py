@@ -1,4 +1,5 @@
-"""The converter contract: write an artifact, embed metadata, describe it, and run it."""
+"""The converter contract: write an artifact (of one graph, or of several named graphs), embed metadata,
+describe it, and run it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 
 from edgekit.errors import EdgekitError, UnsupportedOpError
-from edgekit.graph import ModelSource, Runner, RunnerUnavailable
-from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec
+from edgekit.graph import ModelSource, NamedGraph, Runner, RunnerUnavailable
+from edgekit.quiet import FORMAT_SUFFIXES
+from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
 from edgekit.registry import Registry
 
 PRECISIONS = tuple(s.value for s in Scheme)  # every QuantSpec scheme; each converter declares its own subset
@@ -55,6 +57,17 @@ class ExtraGraph:
     precision: str  # the precision it is written in, whatever the run's
 
 
+@dataclass
+class Written:
+    """What ``export_many`` wrote: how an app selects each named graph, and the files beside the artifact."""
+
+    select: dict[str, dict[str, Any]]  # graph name → {"signature": …} / {"function": …} / {"adapter_file": …}
+    side_files: list[Path] = field(default_factory=list)  # beside the artifact (in its staging folder)
+
+
+Switcher = Callable[[str, list[np.ndarray]], list[np.ndarray]]  # run(graph name, inputs) on one loaded artifact
+
+
 class Converter(abc.ABC):
     """One export format. Subclasses are registered with ``@register_converter(name)``."""
 
@@ -65,6 +78,7 @@ class Converter(abc.ABC):
     precisions: tuple[str, ...] = ("fp32",)  # for listing; ``quant_methods`` is what is checked when set
     quant_methods: QuantMethods | None = None  # scheme → how this format writes it (None: fp32 only)
     extra: str = ""  # the pip extra that installs this converter's packages
+    multi_graph_schemes: tuple[str, ...] = ("fp32",)  # QuantSpec schemes ``export_many`` can write
 
     @abc.abstractmethod
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
@@ -79,21 +93,72 @@ class Converter(abc.ABC):
         """Read I/O, operators and metadata back from the artifact; raise EdgekitError if unreadable."""
 
     @abc.abstractmethod
-    def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
-        """A callable that runs the artifact here, or why it cannot."""
+    def runner(self, path: Path, threads: int, variant: str | None = None) -> Runner | RunnerUnavailable:
+        """A callable that runs the artifact here, or why it cannot. ``variant`` names one graph of an
+        ``export_many`` artifact (with the default ``export_many``: run ``graph_file(path, variant)``)."""
+
+    def export_many(self, graphs: list[NamedGraph], path: Path, quant: QuantSpec | str,
+                    metadata: dict[str, Any]) -> Written:
+        """Write several named graphs as one artifact at ``path``; files beside it go into ``path.parent``.
+
+        By default the first graph is the artifact itself and each further one a side file
+        ``<stem>.<name><suffix>`` beside it; a format that can share weights between graphs overrides this."""
+        self.check_many(quant)
+        first, *rest = graphs
+        self.export(first.source, path, quant, metadata)
+        written = Written({first.name: {"file": path.name}})
+        for graph in rest:
+            side = self.side_file(path, graph.name)
+            self.export(graph.source, side, quant, metadata)
+            written.select[graph.name] = {"file": side.name}
+            written.side_files.append(side)
+        return written
+
+    def check_many(self, quant: QuantSpec | str, graphs: list[NamedGraph] | None = None) -> None:
+        """Raise naming what is supported when this format cannot write ``graphs`` (when given) as one
+        artifact at ``quant``."""
+        spec = QuantSpec.parse(quant)
+        if spec.scheme.value not in self.multi_graph_schemes:
+            raise EdgekitError(f"{self.name} artifacts of several graphs support "
+                               f"{', '.join(self.multi_graph_schemes)}, not {spec.tag}")
+
+    def side_file(self, path: Path, variant: str) -> Path:
+        """Where the default ``export_many`` writes graph ``variant`` beside ``path``: ``<stem>.<variant><suffix>``."""
+        return path.with_name(f"{path.stem}.{variant}{self.suffix}")
+
+    def graph_file(self, path: Path, variant: str | None) -> Path:
+        """The file holding graph ``variant`` of an artifact written by the default ``export_many``:
+        its side file when there is one, else ``path`` (the first graph)."""
+        side = self.side_file(path, variant) if variant is not None else path
+        return side if side.exists() else path
+
+    def switcher(self, path: Path, threads: int) -> Switcher:
+        """``run(variant, inputs)`` on one loaded artifact, for timing switches between its graphs."""
+        runners: dict[str, Runner | RunnerUnavailable] = {}
+
+        def run(variant: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+            if variant not in runners:
+                runners[variant] = self.runner(path, threads, variant)
+            found = runners[variant]
+            if isinstance(found, RunnerUnavailable):
+                raise EdgekitError(f"{path.name} cannot run here: {found.reason}")
+            return found(inputs)
+
+        return run
 
     def extra_graphs(self, graphs: list[tuple[ModelSource, Any]], precision: QuantSpec) -> list[ExtraGraph]:
         """Graphs only this format offers for a model whose graphs and references are ``graphs``
         (e.g. Core ML's step graph with the states held by the model); none by default."""
         return []
 
-    def reference_runner(self, path: Path) -> Runner | None:
-        """A reference evaluation of the artifact's arithmetic, for when its runtime cannot run here."""
+    def reference_runner(self, path: Path, variant: str | None = None) -> Runner | None:
+        """A reference evaluation of the artifact's arithmetic (of graph ``variant``), for when its
+        runtime cannot run here."""
         return None
 
-    def check_precision(self, precision: str | QuantSpec) -> None:
-        """Raise naming what is supported when this format cannot write ``precision``."""
-        spec = as_spec(getattr(precision, "spec", precision))  # a str, QuantSpec or QuantPlan
+    def check_precision(self, spec: QuantSpec | str) -> None:
+        """Raise naming what is supported when this format cannot write ``spec`` (or a scheme name)."""
+        spec = QuantSpec.parse(spec)
         if self.quant_methods is not None:
             self.quant_methods.get(spec)
             return
@@ -104,8 +169,9 @@ class Converter(abc.ABC):
                 f"it supports: {', '.join(self.precisions)}"
             )
 
-    def artifact_name(self, base: str, precision: str | QuantSpec) -> str:
-        return f"{base}_{as_spec(getattr(precision, 'spec', precision)).tag}{self.suffix}"
+    def artifact_name(self, base: str, spec: QuantSpec | str) -> str:
+        """``<base>_<tag><suffix>``, e.g. ``cnn_digits_int8.onnx``."""
+        return f"{base}_{QuantSpec.parse(spec).tag}{self.suffix}"
 
 
 CONVERTERS: Registry[Converter] = Registry("format")
@@ -117,6 +183,7 @@ def register_converter(name: str) -> Callable[[type[Converter]], type[Converter]
     def add(cls: type[Converter]) -> type[Converter]:
         cls.name = name
         CONVERTERS.register(name)(cls())
+        FORMAT_SUFFIXES[cls.suffix] = name  # names the format in the watcher's message if a conversion dies
         return cls
 
     return add

@@ -14,8 +14,9 @@ from typing import Iterator
 
 import pytest
 
+from adb_emulator.emulator import EmulatedDevice
+from adb_emulator.testing import connected_device, private_adb_server
 from edgekit.devices.adb import SERIAL_ENV, AdbError, device_state, find_adb
-from edgekit.devices.emulator import EmulatedDevice
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,5 @@ def adb_target() -> Iterator[AdbTarget]:
                         "connect and authorize it, or unset the variable to use the emulated device")
         yield AdbTarget(serial, None)
         return
-    from edgekit.devices.testing import connected_device, private_adb_server
-
     with private_adb_server(), connected_device(props={"ro.soc.model": "SM8650"}) as device:
         yield AdbTarget(device.serial, device)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from adb_emulator.testing import write_tiny_onnx, write_tiny_tflite
 from edgekit.devices.adb import run_shell
 from edgekit.devices.adb_bench import BINARY_ENV, bench_on_adb
 from edgekit.devices.device_info import battery_status, device_info, thermal_status
 from edgekit.devices.remote_files import DEFAULT_REMOTE_DIR, push_files, remote_sha256, remove_remote
-from edgekit.devices.testing import write_tiny_onnx, write_tiny_tflite
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "benchmark_model"
 PYTHON_ENV = "EDGEKIT_DEVICE_PYTHON"

@@ -1,22 +1,46 @@
 """edgekit: one PyTorch model in; verified, quantized, benchmarked phone artifacts out.
 
-The public API (``edgekit.convert``, ``Bundle``, ``QuantSpec``, ``train``, ``adapt``, ``load``,
-``EdgekitError``) is loaded on first use, so ``import edgekit`` and the CLI stay quick.
+The public API is loaded on first use, so ``import edgekit`` and the CLI stay quick:
+verbs (``convert``, ``run``, ``train``, ``adapt``, ``load``, ``bench``, ``bench_graph``, ``create_model``,
+``load_recipe``, ``print_table``), types (``Bundle``, ``QuantSpec``, ``EdgekitError``, …) and the registries a
+user extends (``CONVERTERS``, ``FAMILIES``, ``DATASETS``, ``DOMAINS``, ``DEVICE_BENCHES``, ``DEVICE_LISTERS``).
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
 
 # public name → the module that defines it
 _PUBLIC = {
-    "convert": "edgekit.api", "Bundle": "edgekit.api", "VerifyReport": "edgekit.api", "train": "edgekit.api",
-    "Trained": "edgekit.api", "adapt": "edgekit.api", "load": "edgekit.api",
-    "QuantSpec": "edgekit.quant.spec", "EdgekitError": "edgekit.errors",
+    **dict.fromkeys(["convert", "Bundle", "VerifyReport", "train", "Trained", "adapt", "load", "run", "load_recipe",
+                     "create_model", "bench", "BenchReport", "bench_graph"], "edgekit.api"),
+    "QuantSpec": "edgekit.quant.spec", "EdgekitError": "edgekit.errors", "print_table": "edgekit.report.table",
+    # registries a user extends, from the modules that fill them with the built-in entries
+    **dict.fromkeys(["CONVERTERS", "Converter", "register_converter"], "edgekit.converters"),
+    **dict.fromkeys(["FAMILIES", "EdgeModel"], "edgekit.models"), "register_family": "edgekit.models.base",
+    "DATASETS": "edgekit.data", "DOMAINS": "edgekit.lora.domains",
+    **dict.fromkeys(["DEVICE_BENCHES", "DEVICE_LISTERS", "DeviceBackend"], "edgekit.bench.targets"),
 }
 __all__ = ["__version__", *_PUBLIC]
+
+
+class _Face(types.ModuleType):
+    """``edgekit`` itself. The verbs ``train`` and ``bench`` share their names with the subpackages
+    ``edgekit/train/`` and ``edgekit/bench/``; importing one of those would set ``edgekit.train`` to the package
+    (so the second ``edgekit.train(...)`` would call a module). That attribute is not kept: the verb stays, and
+    the subpackage stays importable by its full name (``from edgekit.train import ...``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PUBLIC and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Face
 
 
 def __getattr__(name: str) -> Any:

@@ -11,13 +11,20 @@ from typing import Any
 from edgekit import __version__
 from edgekit.errors import EdgekitError
 from edgekit.io import atomic_write_text, exclusive_lock, os_error
-from edgekit.outdir import LOCK
+from edgekit.outdir import CONTENT_CHECKS, LOCK
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 
 # artifact status → how the report shows it
 VERIFIED, EXPORTED, FAILED = "verified", "exported", "failed"
+BASE = "base"  # the variant of a multi-adapter artifact without an adapter
+
+
+def golden_graph(variant: str, graph: str = "") -> str:
+    """The golden-file key of one variant of ``graph``: the base keeps the graph's own golden file,
+    an adapter gets ``golden_<adapter>[_<graph>].npz``."""
+    return graph if variant == BASE else "_".join(filter(None, [variant, graph]))
 
 
 @dataclass
@@ -98,6 +105,13 @@ def load_manifest(bundle: str | Path) -> Manifest:
         problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     raise EdgekitError(f"{path} is damaged: {problem}")
 
+
+
+@CONTENT_CHECKS.register("bundle")
+def _check_existing_bundle(folder: Path) -> None:
+    """An existing bundle folder about to be written into: its manifest, when there is one, must be readable."""
+    if (folder / MANIFEST).exists():
+        load_manifest(folder)
 
 _OPTIONAL = type(None)
 # the type each manifest field must have (a manifest is untrusted input: checked before it is used)

@@ -17,8 +17,10 @@ from edgekit.errors import EdgekitError
 from edgekit.io import (ARTIFACT, atomic_output, check_output_dir, hold_interrupts, remove_stale_staging, sha256_path,
                         size_bytes)
 from edgekit.progress import progress_bar
-from edgekit.quant import QuantPlan, QuantSpec, as_spec, plan_quantization
-from edgekit.verify import MIL_REFERENCE, ReferenceData, compare, tolerance_for
+from edgekit.quant.plan import QuantPlan, plan_quantization
+from edgekit.quant.spec import QuantSpec
+from edgekit.verify.parity import MIL_REFERENCE, ReferenceData, compare
+from edgekit.verify.tolerances import Tolerance, tolerance_for
 from edgekit.versions import tool_versions
 
 GOLDEN = "golden.npz"  # a few reference inputs/outputs for apps' own tests and `edgekit verify`
@@ -31,21 +33,21 @@ class VerificationFailed(EdgekitError):
 
 def convert_model(
     source: ModelSource, formats: list[str], bundle: str | Path, reference: ReferenceData,
-    *, precision: str | QuantSpec | QuantPlan = "fp32", threads: int = 2, quant_options: dict[str, Any] | None = None,
-    overwrite: bool = False,
+    *, quant: QuantSpec = QuantSpec(), calib_array: np.ndarray | None = None, threads: int = 2,
+    overwrite: bool = False, progress: Callable[[str], None] = lambda _: None,
 ) -> Manifest:
     """Export ``source`` to each format into ``bundle``; only verified (or honestly unverifiable)
-    artifacts are kept, and the manifest records every outcome. ``precision`` is a QuantSpec name
-    (``"int8"``), a QuantSpec or a prepared QuantPlan; ``quant_options`` go to ``plan_quantization``
-    (calib, budget_points, qat_epochs, progress)."""
-    return convert_graphs([source], formats, bundle, [reference], precision=precision, threads=threads,
-                          quant_options=quant_options, overwrite=overwrite)
+    artifacts are kept, and the manifest records every outcome. ``quant`` says how to quantize;
+    ``calib_array`` holds calibration samples given from Python (else ``quant.calib_source`` or the
+    recipe's data); ``progress`` receives status lines of calibration and mixed-precision search."""
+    return convert_graphs([source], formats, bundle, [reference], quant=quant, calib_array=calib_array,
+                          threads=threads, overwrite=overwrite, progress=progress)
 
 
 def convert_graphs(
     sources: list[ModelSource], formats: list[str], bundle: str | Path, references: list[ReferenceData],
-    *, precision: str | QuantSpec | QuantPlan = "fp32", threads: int = 2, quant_options: dict[str, Any] | None = None,
-    overwrite: bool = False,
+    *, quant: QuantSpec = QuantSpec(), calib_array: np.ndarray | None = None, threads: int = 2,
+    overwrite: bool = False, progress: Callable[[str], None] = lambda _: None,
 ) -> Manifest:
     """``convert_model`` for every graph of one model (``sources.graph_sources``), each verified on its
     own reference data; artifacts are named ``<model>_<graph>_<precision>.<suffix>``.
@@ -55,14 +57,12 @@ def convert_graphs(
     ``overwrite``; a folder that is not a bundle is written into only with ``overwrite``."""
     converters = [CONVERTERS.get(fmt) for fmt in formats]
     for conv in converters:
-        conv.check_precision(precision)
-    tolerance_for(precision)
+        conv.check_precision(quant)
     bundle = Path(bundle)
     check_output_dir(bundle, "bundle", overwrite)
-    spec = as_spec(getattr(precision, "spec", precision))
-    extras = [(conv, x) for conv in converters for x in conv.extra_graphs(list(zip(sources, references)), spec)]
+    extras = [(conv, x) for conv in converters for x in conv.extra_graphs(list(zip(sources, references)), quant)]
     # calibrate first (one calibration for all formats): bad calibration data fails before anything is written
-    plans = [plan_quantization(source, precision, **(quant_options or {})) for source in sources]
+    plans = [plan_quantization(source, quant, calib_array, progress=progress) for source in sources]
     with bundle_lock(bundle):
         remove_stale_staging(bundle)
         manifest = manifest_for(sources[0], bundle, overwrite)
@@ -82,7 +82,7 @@ def convert_graphs(
             for conv, extra in extras:  # graphs one format offers beside the model's own, in their own precision
                 bar.note(f"{conv.name} {extra.source.graph}")
                 convert_one(conv, extra.source, bundle, manifest, extra.reference,
-                            QuantPlan(as_spec(extra.precision)), threads, record=record)
+                            QuantPlan(QuantSpec.parse(extra.precision)), threads, record=record)
                 bar.advance()
     return manifest
 
@@ -157,16 +157,15 @@ def _remove_artifacts(bundle: Path, manifest: Manifest) -> None:
 
 def convert_one(
     conv: Converter, source: ModelSource, bundle: Path, manifest: Manifest, reference: ReferenceData,
-    precision: str | QuantPlan, threads: int, *, record: Callable[[ArtifactEntry], None] | None = None,
+    plan: QuantPlan, threads: int, *, record: Callable[[ArtifactEntry], None] | None = None,
 ) -> ArtifactEntry:
-    """Export, inspect and verify one format; the file appears in the bundle only if all went well,
-    and ``record(entry)`` (the manifest update) runs with it, Ctrl-C held off in between."""
-    plan = precision if isinstance(precision, QuantPlan) else QuantPlan(as_spec(precision))
+    """Export, inspect and verify one format with ``plan`` (its spec and prepared graph); the file appears
+    in the bundle only if all went well, and ``record(entry)`` (the manifest update) runs with it, Ctrl-C
+    held off in between. The verification records the spec and the tolerance it was checked with."""
     name = conv.artifact_name(source.artifact_base, plan.spec)
     entry = ArtifactEntry(format=conv.name, precision=plan.tag, status=FAILED, runtime=conv.runtime,
                           graph=source.graph)
-    io_spec = _io_spec(source, reference)
-    metadata = artifact_metadata(manifest, conv.name, plan.tag, *io_spec) | {"graph": source.graph}
+    metadata = artifact_metadata(manifest, conv.name, plan.tag, *io_spec(source, reference)) | {"graph": source.graph}
 
     def fill(staged: Path) -> None:
         conv.export(source, staged, plan.spec, metadata, prepared=plan.prepared)
@@ -176,9 +175,8 @@ def convert_one(
         entry.outputs = [t.to_dict() for t in info.outputs]
         entry.op_histogram = info.op_histogram
         entry.states, entry.usage = [t.to_dict() for t in info.states], source.usage
-        entry.verification = verify_artifact(conv, staged, reference, plan, threads)
-        if plan.spec.quantizes:
-            entry.verification["quantization"] = plan.summary()
+        entry.verification = verify_artifact(conv, staged, reference, tolerance_for(plan.spec), threads)
+        entry.verification["quantization"] = plan.summary()
         if entry.verification["status"] == "failed":
             raise VerificationFailed(_failure_text(conv.name, entry.verification))
         entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
@@ -213,17 +211,19 @@ def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
     return entry
 
 
-def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, precision: str | QuantPlan,
-                    threads: int) -> dict[str, Any]:
-    """Run the artifact in its runtime on the reference inputs and compare with PyTorch."""
-    run = conv.runner(path, threads)
+def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, tolerance: Tolerance,
+                    threads: int, variant: str | None = None) -> dict[str, Any]:
+    """Run the artifact (its graph ``variant``, for an ``export_many`` artifact) in its runtime on the
+    reference inputs and compare with PyTorch within ``tolerance`` (recorded in the result as the one used)."""
+    run = conv.runner(path, threads, variant)
     if isinstance(run, RunnerUnavailable):
-        reference_run = conv.reference_runner(path)
+        reference_run = conv.reference_runner(path, variant)
         if reference_run is None:
-            return {"status": f"not run: {run.reason}", "method": conv.runtime, "loads": True}
-        result = compare(reference_run, reference, tolerance_for(precision), method=MIL_REFERENCE)
+            return {"status": f"not run: {run.reason}", "method": conv.runtime, "loads": True,
+                    "tolerance": tolerance.to_dict()}
+        result = compare(reference_run, reference, tolerance, method=MIL_REFERENCE)
         return result | {"runtime": f"not run: {run.reason}"}
-    return compare(run, reference, tolerance_for(precision), method=conv.runtime)
+    return compare(run, reference, tolerance, method=conv.runtime)
 
 
 def _failure_text(fmt: str, v: dict[str, Any]) -> str:
@@ -241,7 +241,8 @@ def _failure_text(fmt: str, v: dict[str, Any]) -> str:
     return text
 
 
-def _io_spec(source: ModelSource, reference: ReferenceData) -> tuple[list[dict], list[dict]]:
+def io_spec(source: ModelSource, reference: ReferenceData) -> tuple[list[dict], list[dict]]:
+    """The model's inputs and outputs as the manifest and the embedded metadata record them."""
     inputs = [{"name": n, "shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")}
               for n, x in zip(source.input_names, source.example_inputs)]
     first = reference.outputs[0] if len(reference) else []

@@ -13,6 +13,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from edgekit.artifact import FAILED, bundle_path, load_manifest
+from edgekit.checkpoint import load_checkpoint
+from edgekit.converters import CONVERTERS, RunnerUnavailable
 from edgekit.errors import EdgekitError
 
 STEP_GRAPH = "step"
@@ -49,9 +52,6 @@ def open_step_session(path: str | Path, fmt: str | None = None, threads: int = 2
 
 
 def _bundle_session(bundle: Path, fmt: str | None, threads: int) -> StepSession:
-    from edgekit.artifact import FAILED, bundle_path, load_manifest
-    from edgekit.converters import CONVERTERS, RunnerUnavailable
-
     manifest = load_manifest(bundle)
     steps = [e for e in manifest.artifacts if e.graph == STEP_GRAPH and e.file and e.status != FAILED
              and not e.compiled_for and (fmt is None or e.format == fmt)]
@@ -72,8 +72,6 @@ def _bundle_session(bundle: Path, fmt: str | None, threads: int) -> StepSession:
 
 def _torch_session(path: Path, threads: int) -> StepSession:
     import torch
-
-    from edgekit.checkpoint import load_checkpoint
 
     model = load_checkpoint(path).model
     if not hasattr(model, "step") or getattr(model.head, "output_name", "") != "logits" or \

@@ -45,6 +45,15 @@ class ModelSource:
         return self.exported
 
 
+@dataclass
+class NamedGraph:
+    """One of several graphs written into one artifact (``Converter.export_many``): a TFLite signature,
+    a Core ML function, an ONNX adapter; ``name`` is how an app selects it."""
+
+    name: str
+    source: ModelSource
+
+
 class Runner(Protocol):
     """Runs an artifact on one sample: float32 arrays in input order → arrays in output order."""
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.artifact import EXPORTED, ArtifactEntry, Manifest, bundle_lock, bundle_path, record_entries
+from edgekit.converters.tflite.npu import NPU_COMPILERS, compile_npu, parse_npu_target
 from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path, size_bytes
 
 
 def check_npu_target(target: str) -> tuple[str, str]:
     """``VENDOR:SOC`` syntax and a registered vendor, checked before anything is converted."""
-    from edgekit.converters.tflite.npu import NPU_COMPILERS, parse_npu_target
-
     vendor, soc = parse_npu_target(target)
     if vendor not in NPU_COMPILERS:
         raise EdgekitError(f"NPU vendor {vendor!r} in {target!r} is unknown; VENDOR:SOC with VENDOR one of: "
@@ -24,8 +23,6 @@ def check_npu_target(target: str) -> tuple[str, str]:
 
 def compile_bundle_for_npu(bundle: Path, manifest: Manifest, target: str) -> ArtifactEntry:
     """Compile the bundle's verified TFLite artifact for ``target`` (``qualcomm:SM8650``)."""
-    from edgekit.converters.tflite.npu import compile_npu, parse_npu_target
-
     parse_npu_target(target)
     tflite = manifest.entry("tflite")
     if tflite is None or tflite.status != "verified" or not tflite.file:

@@ -28,6 +28,10 @@ from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
 OWNERS: Registry[Callable[[Path], bool]] = Registry("output kind")
+# kind → check of an existing output's own files, raising EdgekitError when they are damaged (a bundle's
+# manifest must be readable); registered by the module that owns that file format (``edgekit.artifact``
+# registers "bundle"), so this lower module never imports it
+CONTENT_CHECKS: Registry[Callable[[Path], None]] = Registry("output content check")
 # the names edgekit writes in a folder of each kind; a folder holding only these may be swapped whole
 OWN_FILES: dict[str, frozenset[str]] = {
     "checkpoint": frozenset({"model.safetensors", "meta.json"}),
@@ -136,8 +140,8 @@ def _check_folder_target(path: Path, kind: str, overwrite: bool, flag: str) -> N
     if path.exists() and not path.is_dir():
         raise EdgekitError(f"{flag} {path} is a file; expected a folder (a folder never replaces a file, "
                            "not even with --overwrite)")
-    if kind == "bundle" and (path / "manifest.json").exists() and not overwrite:
-        _check_manifest(path / "manifest.json")
+    if kind in CONTENT_CHECKS and path.is_dir() and not overwrite:
+        _check_content(path, kind)
     if not path.is_dir() or may_write_into(path, kind):
         return
     if not overwrite:
@@ -146,12 +150,10 @@ def _check_folder_target(path: Path, kind: str, overwrite: bool, flag: str) -> N
     _APPROVED.add(path.resolve())
 
 
-def _check_manifest(path: Path) -> None:
+def _check_content(path: Path, kind: str) -> None:
     """A bundle's manifest must be readable; a damaged one is refused, never silently replaced."""
-    from edgekit.artifact import load_manifest
-
     try:
-        load_manifest(path.parent)
+        CONTENT_CHECKS.get(kind)(path)
     except EdgekitError as exc:
         raise EdgekitError(f"{exc}; move it away or use --overwrite") from None
 

@@ -8,18 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.adapter_bundle import package_adapters, unsupported
 from edgekit.artifact import FAILED, Manifest
-from edgekit.bench import bench_bundle, bench_torch
+from edgekit.bench.host import bench_bundle, bench_torch
 from edgekit.bench.result import BenchResult
-from edgekit.converters import ModelSource
+from edgekit.converters.base import CONVERTERS, ModelSource
 from edgekit.conversion import convert_graphs
 from edgekit.io import atomic_write_text, check_output_dir
+from edgekit.lora.step import adapt_step
 from edgekit.progress import status
 from edgekit.recipe import BenchSpec, Recipe
-from edgekit.report import build_rows
+from edgekit.report.rows import build_rows
 from edgekit.sources import graph_sources, load_source, reference_for
 from edgekit.train import train_recipe
 from edgekit.verify import ReferenceData
+from edgekit.verify.bundle import golden_reference
 
 REPORT = "report.json"
 
@@ -45,8 +48,6 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
     clock.lap("train")
     adapted = None
     if recipe.adapt.enabled:
-        from edgekit.lora.step import adapt_step
-
         status(f"[bold]1b adapt[/] LoRA r={recipe.adapt.rank} on {recipe.adapt.domain or recipe.adapt.data}")
         adapted = adapt_step(recipe, checkpoint, out)
         clock.lap("adapt")
@@ -56,9 +57,8 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
     status(f"[bold]2/4 convert + verify[/] {', '.join(recipe.export.formats)} on "
            f"{'; '.join(r.description for r in references)}")
     manifest = convert_graphs(sources, list(recipe.export.formats), out / "bundle", references,
-                              precision=recipe.export.quant_spec(), threads=recipe.bench.threads,
-                              quant_options=recipe.export.quant_options() | {"progress": status},
-                              overwrite=overwrite)
+                              quant=recipe.export.quant_spec(), threads=recipe.bench.threads,
+                              overwrite=overwrite, progress=status)
     clock.lap("convert_and_verify")
     status(f"[bold]3/4 bench[/] {recipe.bench.threads} threads, {recipe.bench.warmup} warm-up, {recipe.bench.runs} runs")
     results = bench_everything(sources, out / "bundle", manifest, references, recipe.bench)
@@ -81,11 +81,32 @@ def _adapter_bundle(recipe: Recipe, checkpoint: Path, adapted, out: Path, manife
     extra: dict[str, Any] = {"adaptation": {"adapter": str(adapted.path), **adapted.meta}}
     if not recipe.adapt.package:
         return None, extra
-    from edgekit.lora.step import package_step
-
     status(f"[bold]3b package adapter[/] {', '.join(recipe.export.formats)} → {out / 'bundle_adapters'}")
     adapter_rows, extra["adapter_bundle"] = package_step(recipe, checkpoint, adapted.path, out)
     return build_rows(manifest, results, torch_accuracy(reference)) + adapter_rows, extra
+
+
+def package_step(recipe: Recipe, checkpoint: Path, adapter_path: Path,
+                 out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Package base + adapter into ``out/bundle_adapters`` for the recipe's formats that support its
+    precision, bench every variant and switching; returns report rows and a report section."""
+    spec = recipe.export.quant_spec()
+    skipped = {fmt: reason for fmt in recipe.export.formats
+               if (reason := unsupported(CONVERTERS.get(fmt), spec)) is not None}
+    formats = [fmt for fmt in recipe.export.formats if fmt not in skipped]
+    bundle = out / "bundle_adapters"
+    section: dict[str, Any] = {"bundle": str(bundle), "skipped": skipped}
+    if not formats:
+        return [], section
+    manifest = package_adapters(checkpoint, [adapter_path], formats, bundle, quant=spec, threads=recipe.bench.threads)
+    b = recipe.bench
+    results = bench_bundle(bundle, manifest, list(golden_reference(bundle).inputs[0]),
+                           threads=b.threads, warmup=b.warmup, runs=b.runs)
+    section["artifacts"] = [{"file": e.file, "format": e.format, "status": e.status, "error": e.error,
+                             "size_bytes": e.size_bytes, "variants": e.variants,
+                             **{k: e.verification.get(k) for k in ("base_size_bytes", "size_ratio_vs_base")}}
+                            for e in manifest.artifacts]
+    return build_rows(manifest, results), section
 
 
 class _Stopwatch:

@@ -25,6 +25,7 @@ from torch.export import ExportedProgram
 from torch.export.pt2_archive import constants as names
 
 from edgekit.errors import EdgekitError
+from edgekit.quiet import quiet
 
 MODEL = "model"  # the program name torch.export.save gives a single ExportedProgram
 WEIGHTS_CONFIG = names.WEIGHTS_CONFIG_FILENAME_FORMAT.format(MODEL)
@@ -263,8 +264,6 @@ def _no_unpickling(path: Path, entry: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _silenced() -> Iterator[None]:
     """torch's loggers and warnings (and native prints) stay off the terminal; errors still raise."""
-    from edgekit.converters._quiet import quiet
-
     levels = {name: logging.getLogger(name).level for name in _TORCH_LOGGERS}
     for name in _TORCH_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)

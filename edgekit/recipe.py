@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.config import check_kwargs, check_options, dataclass_from_dict
+from edgekit.converters import CONVERTERS
+from edgekit.data import DATASETS
 from edgekit.errors import EdgekitError
+from edgekit.models import FAMILIES
+from edgekit.quant.spec import QuantSpec
 
 
 @dataclass(frozen=True)
@@ -33,16 +37,12 @@ class ExportSpec:
     accuracy_budget: float = -1.0  # int8: allowed accuracy drop in points (mixed precision); < 0 = none
     qat_epochs: int = 0  # int8: quantization-aware fine-tuning epochs after calibration (0 = PTQ only)
 
-    def quant_spec(self):
-        """The QuantSpec this export asks for (``edgekit.quant.QuantSpec``)."""
-        from edgekit.quant import QuantSpec
-
-        return QuantSpec.parse(self.precision, calib_samples=self.calib_samples)
-
-    def quant_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``edgekit.quant.plan_quantization`` for this recipe."""
-        return {"budget_points": self.accuracy_budget if self.accuracy_budget >= 0 else None,
-                "qat_epochs": self.qat_epochs}
+    def quant_spec(self) -> QuantSpec:
+        """The QuantSpec this export asks for: the one `edgekit convert` builds from the same settings
+        (``--quant``, ``--calib-samples``, ``--accuracy-budget``, ``--qat``); calibration data is the
+        training split. Raises EdgekitError when the settings do not go together."""
+        return QuantSpec.parse(self.precision, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs,
+                               budget_points=self.accuracy_budget if self.accuracy_budget >= 0 else None)
 
 
 @dataclass(frozen=True)
@@ -169,10 +169,7 @@ def _read_tables(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 def _check_references(recipe: Recipe, where: str) -> None:
     """Check the names a recipe refers to: dataset, family, augmentation, formats, precision."""
-    from edgekit.converters import CONVERTERS
-    from edgekit.data import DATASETS
-    from edgekit.models import FAMILIES
-    from edgekit.train.augment import AUGMENTATIONS
+    from edgekit.train.augment import AUGMENTATIONS  # importing edgekit.train here at the top would be a cycle
 
     source = _required(recipe.data, "source", f"{where}: data", DATASETS.names())
     check_kwargs(DATASETS.get(source), recipe.data_options(), f"{where}: data")
@@ -183,8 +180,7 @@ def _check_references(recipe: Recipe, where: str) -> None:
         _one_of(fmt, CONVERTERS.names(), f"{where}: export.formats")
     _check_adapt(recipe.adapt, f"{where}: adapt")
     try:
-        spec = recipe.export.quant_spec()
-        spec.check_options(recipe.export.quant_options()["budget_points"], recipe.export.qat_epochs)
+        recipe.export.quant_spec()
     except EdgekitError as exc:
         raise EdgekitError(f"{where}: export: {exc}") from None
 

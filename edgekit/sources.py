@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from edgekit.checkpoint import META, WEIGHTS, load_checkpoint
+from edgekit.data import load_dataset
 from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path
@@ -213,8 +214,6 @@ def reference_for(source: ModelSource, *, seed: int = 0) -> ReferenceData:
 
 
 def _recipe_test_split(source: ModelSource, recipe: dict[str, Any]) -> ReferenceData:
-    from edgekit.data import load_dataset
-
     options = {k: v for k, v in recipe["data"].items() if k != "source"} | {"seed": recipe.get("seed", 0)}
     data = load_dataset(recipe["data"]["source"], **options)
     if source.samples is None:

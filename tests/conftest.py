@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.devices.testing import private_adb_server
+from adb_emulator.testing import private_adb_server
 from edgekit.pipeline import RunOutcome, run_pipeline
 from edgekit.recipe import load_recipe
 

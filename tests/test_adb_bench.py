@@ -9,15 +9,16 @@ Runtime of this venv, as the emulated device's Python).
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from adb_emulator.testing import connected_device, write_tiny_onnx, write_tiny_tflite
 from edgekit.devices.adb import AdbError, resolve_serial
 from edgekit.devices.adb_bench import bench_on_adb
-from edgekit.devices.testing import connected_device, write_tiny_onnx, write_tiny_tflite
 from edgekit.errors import EdgekitError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
@@ -226,6 +227,41 @@ def test_bad_choices_name_the_valid_ones(device, models):
         bench_on_adb(models[0], device.serial, runner="python", delegate="gpu")
     with pytest.raises(EdgekitError, match="not a hex core mask"):
         bench_on_adb(models[0], device.serial, cpu_mask="0-3")
+
+
+def test_python_api_benches_a_bundle_on_the_device(device, tmp_path):
+    """A Python user reaches the adb backend without the CLI: Bundle.bench(device=..., options=...)."""
+    import edgekit
+    from edgekit.artifact import ArtifactEntry, Manifest
+    from edgekit.devices.adb_bench import AdbBenchOptions
+    from edgekit.io import sha256_path
+
+    tflite = write_tiny_tflite(tmp_path / "tiny.tflite")
+    entry = ArtifactEntry("tflite", "fp32", "verified", tflite.name, "litert", tflite.stat().st_size, sha256_path(tflite))
+    Manifest("tiny", {"kind": "test"}, None, None, {}, [entry]).save(tmp_path)
+    bundle = edgekit.Bundle.load(tmp_path)
+    options = AdbBenchOptions(runner="python", python=sys.executable, threads=1, warmup=1, runs=5)
+    rows = bundle.bench(device=f"adb:{device.serial}", options=options)
+    assert [(r["format"], r["target"], r["runs"], r["status"]) for r in rows] == [
+        ("tflite", f"adb:{device.serial}", 5, "verified")]
+    assert rows[0]["median_ms"] > 0 and remote_files(device) == []
+    assert bundle.bench(device="adb", options=options, runs=5)[0]["target"] == f"adb:{device.serial}"  # the only one
+    with pytest.raises(EdgekitError, match=r"runs=7 \(options has 5\): give each setting once"):
+        bundle.bench(device="adb", options=options, runs=7)
+    with pytest.raises(EdgekitError, match="unknown device backend 'usb'; choose one of: adb"):
+        bundle.bench(device="usb")
+    tflite.write_bytes(tflite.read_bytes() + b"\0")  # no longer the verified file: refused, never pushed
+    rows = bundle.bench(device="adb", options=options)
+    assert rows[0]["status"] == "failed" and "changed since conversion" in rows[0]["note"]
+    assert remote_files(device) == []
+
+
+def test_adb_backend_registers_without_the_command_line():
+    code = ("import sys; from edgekit.bench.targets import DEVICE_BENCHES, DEVICE_LISTERS; "
+            "print(DEVICE_BENCHES.names(), DEVICE_LISTERS.names(), "
+            "any(m.startswith('edgekit.commands') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[0] == "['adb'] ['adb'] False"
 
 
 def test_serial_resolution(device, adb_server):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from adb_emulator.testing import connected_device
 from edgekit.cli import main
-from edgekit.devices.testing import connected_device
 
 
 def test_bench_bundle_on_emulated_device_with_python_runner(capsys, bundle, tmp_path, adb_server):

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from adb_emulator.testing import connect, connected_device
 from edgekit.devices.adb import AdbError, device_state, list_serials, run_adb, run_shell
 from edgekit.devices.device_info import device_info, list_devices
 from edgekit.devices.remote_files import free_bytes
-from edgekit.devices.testing import connect, connected_device
 
 
 @pytest.fixture(scope="module")

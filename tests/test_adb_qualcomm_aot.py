@@ -8,8 +8,8 @@ import importlib.util
 
 import pytest
 
+from adb_emulator.testing import write_tiny_tflite
 from edgekit.converters.tflite.npu import compile_npu, parse_npu_target
-from edgekit.devices.testing import write_tiny_tflite
 from edgekit.errors import EdgekitError
 
 pytest.importorskip("ai_edge_litert.aot.aot_compile")

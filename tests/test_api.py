@@ -3,6 +3,8 @@ Bundle.verify / bench / load, and the other top-level names."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,159 @@ def test_load_and_adapt_check_their_arguments(checkpoint, tmp_path):
     with pytest.raises(edgekit.EdgekitError, match="unknown key 'ranks'"):
         edgekit.adapt(checkpoint, domain="digits_inverted_rotated", out=tmp_path / "a", ranks=4)
     assert not (tmp_path / "a").exists()
+
+
+# ---- the rest of the public face: run, train, recipes, models, bench, a bundle's golden data and runners ----
+
+TINY_RECIPE = """
+name = "api_tiny"
+extends = "cnn_digits"
+[model]
+width = 0.25
+[train]
+epochs = 1
+[export]
+formats = ["onnx"]
+[bench]
+warmup = 1
+runs = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """``edgekit.run`` on a one-epoch CNN: its outcome and its run folder."""
+    folder = tmp_path_factory.mktemp("api_run")
+    (folder / "api_tiny.toml").write_text(TINY_RECIPE)
+    return edgekit.run(folder / "api_tiny.toml", folder / "run"), folder / "run"
+
+
+def test_every_public_name_resolves_and_registries_hold_the_built_ins():
+    for name in edgekit.__all__:
+        assert getattr(edgekit, name) is not None, name
+    assert {"onnx", "tflite", "coreml"} <= set(edgekit.CONVERTERS.names())
+    assert {"cnn", "ssm", "transformer"} <= set(edgekit.FAMILIES.names())
+    assert "digits" in edgekit.DATASETS and "prose" in edgekit.DOMAINS
+    assert "adb" in edgekit.DEVICE_BENCHES and "adb" in edgekit.DEVICE_LISTERS
+    assert isinstance(edgekit.DEVICE_BENCHES.get("adb"), edgekit.DeviceBackend)
+    assert isinstance(edgekit.CONVERTERS.get("onnx"), edgekit.Converter)
+    assert callable(edgekit.register_converter) and callable(edgekit.register_family)
+
+
+def test_verbs_stay_verbs_after_their_same_named_subpackages_are_imported():
+    import edgekit.bench.targets  # noqa: F401  (sets edgekit.bench / edgekit.train to the packages, normally)
+    import edgekit.train.run  # noqa: F401
+    from edgekit.train import train_recipe  # the subpackages still import by their full names
+
+    assert callable(train_recipe)
+    assert edgekit.train.__name__ == "train" and edgekit.bench.__name__ == "bench"
+    assert edgekit.train.__module__ == edgekit.bench.__module__ == "edgekit.api"
+
+
+def test_load_recipe_accepts_a_name_a_path_or_a_recipe(tmp_path):
+    recipe = edgekit.load_recipe("cnn_digits")
+    assert recipe.name == "cnn_digits" and recipe.model["family"] == "cnn"
+    assert edgekit.load_recipe(recipe) is recipe
+    (tmp_path / "t.toml").write_text(TINY_RECIPE)
+    assert edgekit.load_recipe(tmp_path / "t.toml").export.formats == ("onnx",)
+    with pytest.raises(edgekit.EdgekitError, match="no_such_recipe"):
+        edgekit.load_recipe("no_such_recipe")
+
+
+def test_run_writes_the_report_and_returns_its_rows(tiny_run):
+    outcome, folder = tiny_run
+    assert outcome.ok and outcome.report_path == folder / "report.json" and outcome.report_path.is_file()
+    assert [r["runtime"] for r in outcome.rows] == ["torch-eager", "onnxruntime"]
+    assert outcome.rows[1]["artifact"] == "api_tiny_fp32.onnx" and outcome.rows[1]["runs"] == 5
+    assert edgekit.Bundle.load(folder / "bundle").verify().ok
+
+
+def test_train_a_changed_recipe_twice_and_read_the_checkpoint_back(tmp_path):
+    import dataclasses
+
+    recipe = edgekit.load_recipe("cnn_digits")
+    recipe = dataclasses.replace(recipe, model={**recipe.model, "width": 0.25},
+                                 train=dataclasses.replace(recipe.train, epochs=1))
+    first = edgekit.train(recipe, tmp_path / "a")
+    second = edgekit.train(recipe, tmp_path / "b")  # the verb, not the edgekit.train package it imported
+    assert first.checkpoint == tmp_path / "a" / "checkpoint" and second.checkpoint.is_dir()
+    assert first.family == "cnn" and first.config["width"] == 0.25
+    assert 0.0 <= first.metrics["test_accuracy"] <= 1.0
+    again = edgekit.Trained.load(first.checkpoint)
+    assert again == first
+    with pytest.raises(edgekit.EdgekitError, match="not an edgekit checkpoint"):
+        edgekit.Trained.load(tmp_path)
+
+
+def test_create_model_names_families_and_keys():
+    model = edgekit.create_model("ssm", head="byte_lm", d_model=32, n_layers=1, head_dim=16, d_state=8, chunk=16)
+    assert isinstance(model, edgekit.EdgeModel) and model.config.d_model == 32
+    with pytest.raises(edgekit.EdgekitError, match="unknown model family 'rnn'.*cnn, ssm, transformer"):
+        edgekit.create_model("rnn")
+    with pytest.raises(edgekit.EdgekitError, match="d_modle"):
+        edgekit.create_model("ssm", d_modle=32)
+
+
+def test_bench_graph_exports_checks_and_times_one_graph():
+    torch.manual_seed(0)
+    model = edgekit.create_model("ssm", head="byte_lm", d_model=32, n_layers=1, head_dim=16, d_state=8, chunk=16,
+                                 export_lengths=[24]).eval()
+    timings = edgekit.bench_graph(model, "step", formats=["onnx"], threads=1, warmup=1, runs=3)
+    assert set(timings) == {"pytorch", "onnx"} and timings["pytorch"]["runs"] == 3
+    onnx = timings["onnx"]
+    assert "error" not in onnx, onnx
+    assert onnx["max_abs_diff"] < 1e-4 and onnx["runs"] == 3 and onnx["size_bytes"] > 0
+    with pytest.raises(edgekit.EdgekitError, match="unknown format 'no_format'"):
+        edgekit.bench_graph(model, "prefill", formats=["no_format"])
+    with pytest.raises(edgekit.EdgekitError, match="has no graph 'decode'.*'prefill_L24', 'step'"):
+        edgekit.bench_graph(model, "decode")
+
+
+def test_bench_a_bundle_and_one_artifact_and_save_the_report(tiny_run, tmp_path, capsys):
+    _, folder = tiny_run
+    report = edgekit.bench(folder / "bundle", threads=1, warmup=1, runs=4, out=tmp_path / "bench.json")
+    assert report.ok and [r["runtime"] for r in report.rows] == ["torch-eager", "onnxruntime"]
+    assert report.rows[1]["speedup_vs_pytorch"] is not None and report.manifest.artifacts[0].format == "onnx"
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(report.rows, default=str)) and len(saved["bench"]) == 2
+    one = edgekit.bench(folder / "bundle" / "api_tiny_fp32.onnx", runs=3, warmup=0)
+    assert [(r["artifact"], r["runs"]) for r in one.rows][-1] == ("api_tiny_fp32.onnx", 3)
+    edgekit.print_table(one.rows, "one artifact")
+    assert "api_tiny_fp32.onnx" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"runs": 0}, "runs must be at least 1"),
+    ({"options": object()}, "options= is for a device"),
+    ({"device": "phone"}, "unknown device backend 'phone'.*adb"),
+])
+def test_bench_refuses_bad_arguments(tiny_run, kwargs, words):
+    with pytest.raises(edgekit.EdgekitError, match=words):
+        edgekit.bench(tiny_run[1] / "bundle", **kwargs)
+
+
+def test_bench_checks_its_report_file_before_running(tiny_run, tmp_path):
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    with pytest.raises(edgekit.EdgekitError, match="did not write"):
+        edgekit.bench(tiny_run[1] / "bundle", out=tmp_path / "notes.json")
+    with pytest.raises(edgekit.EdgekitError, match="does not exist"):
+        edgekit.bench(tmp_path / "missing.onnx")
+
+
+def test_bundle_runner_reproduces_the_golden_outputs(tiny_run, tmp_path):
+    import shutil
+
+    bundle = edgekit.Bundle.load(tiny_run[1] / "bundle")
+    reference = bundle.reference()
+    assert len(reference) == len(reference.outputs) > 10 and reference.labels is not None
+    for which in ("onnx", "api_tiny_fp32.onnx"):
+        run = bundle.runner(which, threads=1)
+        got = run(list(reference.inputs[0]))
+        assert np.abs(got[0] - reference.outputs[0][0]).max() < 1e-4
+    with pytest.raises(edgekit.EdgekitError, match="no artifact 'tflite'.*api_tiny_fp32.onnx"):
+        bundle.runner("tflite")
+    copy = shutil.copytree(bundle.path, tmp_path / "copy")
+    with open(copy / "api_tiny_fp32.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(edgekit.EdgekitError, match="changed since conversion.*not run"):
+        edgekit.Bundle.load(copy).runner("onnx")

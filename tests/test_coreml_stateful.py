@@ -111,7 +111,8 @@ def test_transformer_stateful_step_keeps_int32_position_explicit(tmp_path: Path)
     from edgekit.conversion import convert_one
     from edgekit.artifact import Manifest
     from edgekit.converters import CONVERTERS
-    from edgekit.quant import QuantPlan, QuantSpec
+    from edgekit.quant import QuantSpec
+    from edgekit.quant.plan import QuantPlan
     from edgekit.sources import graph_sources, load_source, reference_for
 
     sources = graph_sources(load_source(_checkpoint(tmp_path, "transformer", TRANSFORMER)))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from edgekit.cli import main
+from edgekit.converters import CONVERTERS
 
 QUICK_S = 10.0  # a refusal comes before any training or conversion: seconds, not minutes
 
@@ -51,7 +52,7 @@ FLAG_CASES = [
     (["bench", "M", "--device", "adb", "--timeout", "0"], "--timeout", "> 0"),
     (["bench", "M", "--timeout", "nan"], "--timeout", "finite"),
     (["verify", "M", "--threads", "0"], "--threads", ">= 1"),
-    (["convert", "M", "--to", ""], "--to", "coreml, onnx, tflite"),
+    (["convert", "M", "--to", ""], "--to", ", ".join(CONVERTERS.names())),
     (["convert", "M", "--to", "onnx,bogus"], "--to", "'bogus'"),
     (["convert", "M", "--threads", "-1"], "--threads", ">= 1"),
     (["convert", "M", "--qat", "-3"], "--qat", ">= 0"),
@@ -214,14 +215,14 @@ def test_generate_top_k_larger_than_the_vocabulary():
 # ---- adb: --timeout bounds a device binary that never exits; the adb client dies with edgekit ----
 @pytest.fixture(scope="module")
 def device(adb_server):
-    from edgekit.devices.testing import connected_device
+    from adb_emulator.testing import connected_device
 
     with connected_device() as dev:
         yield dev
 
 
 def _sleeper(folder: Path) -> tuple[Path, Path]:
-    from edgekit.devices.testing import write_tiny_tflite
+    from adb_emulator.testing import write_tiny_tflite
 
     binary = folder / "benchmark_model"
     binary.write_text("#!/bin/sh\n# NOT benchmark_model: a device binary that never exits\nexec sleep 1000\n")

@@ -12,7 +12,9 @@ import torch
 
 from edgekit.checkpoint import load_checkpoint, save_checkpoint
 from edgekit.cli import main
+from edgekit.converters.base import CONVERTERS, Converter
 from edgekit.errors import EdgekitError
+from edgekit.graph import ModelSource, NamedGraph
 from edgekit.lora import AdaptOptions, AdapterMismatchError, adapt_checkpoint, load_adapter
 from edgekit.lora.adapter import Adapter
 from edgekit.lora.fold import export_variant, fold_batchnorm
@@ -61,6 +63,68 @@ def test_lora_layers_merge_and_fold_exactly():
     assert torch.allclose(merge_lora(copy.deepcopy(adapted))(x), want, atol=1e-5)
     with pytest.raises(EdgekitError, match="match no Linear/Conv"):
         resolve_targets(model, ["nothing.*"])
+
+
+def _named(name: str, module: torch.nn.Module, *example: torch.Tensor) -> NamedGraph:
+    return NamedGraph(name, ModelSource(name, module.eval(), example, tuple(f"x{i}" for i in range(len(example))),
+                                        ("y",), "-", "memory", "checkpoint"))
+
+
+def test_onnx_exposes_the_weights_that_differ_between_graphs():
+    """ONNX export_many finds each graph's own weights by value: for base + adapters the LoRA factors (the
+    folded base tensors are shared byte for byte); adapters of another rank cannot fill the same inputs."""
+    from edgekit.converters.onnx.adapters import graph_weights
+    from edgekit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn", {"blocks": [[16, 2], [32, 1]], "stem_channels": 8}).eval()
+    folded, scales = fold_batchnorm(model)
+
+    def variant(name: str, rank: int) -> NamedGraph:
+        adapted = copy.deepcopy(model)
+        targets = inject_lora(adapted, resolve_targets(adapted, ["*"]), rank=rank, alpha=8)
+        for layer in lora_layers(adapted).values():
+            layer.lora_B.weight.data.normal_(0, 0.1)
+        adapter = Adapter(lora_state_dict(adapted), {"target_modules": targets, "rank": rank, "alpha": 8,
+                                                     "base_sha256": "-"}, Path("unused"))
+        return _named(name, export_variant(folded, scales, adapter))
+
+    base, a, b = _named("base", folded), variant("a", 4), variant("b", 4)
+    template, own = graph_weights([base, a, b])
+    assert template is a and own["base"] == {}
+    assert set(own["a"]) == set(own["b"]) and own["a"] and all(".lora_" in n for n in own["a"])
+    assert not np.array_equal(own["a"]["head.1.lora_B.weight_t"], own["b"]["head.1.lora_B.weight_t"])
+    with pytest.raises(EdgekitError, match="same names and shapes"):
+        CONVERTERS.get("onnx").check_many("fp32", [base, a, variant("c", 2)])
+    with pytest.raises(EdgekitError, match="fp32, int8-weight, not int8"):
+        CONVERTERS.get("onnx").check_many("int8")
+
+
+def test_default_export_many_writes_one_file_per_further_graph(tmp_path):
+    """A format without its own export_many gets several graphs per artifact from the default: the first
+    graph at the path, each further one as ``<stem>.<name><suffix>`` beside it, each runnable by name."""
+    from edgekit.converters.onnx.export import OnnxConverter
+
+    class PlainOnnx(OnnxConverter):  # not registered: ONNX with the Converter defaults for several graphs
+        export_many, check_many, switcher = Converter.export_many, Converter.check_many, Converter.switcher
+
+        def runner(self, path, threads, variant=None):
+            return super().runner(self.graph_file(path, variant), threads)
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3)
+    first, second = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    conv, path = PlainOnnx(), tmp_path / "m.onnx"
+    written = conv.export_many([_named("a", first, x), _named("b", second, x)], path, "fp32", {})
+    assert written.select == {"a": {"file": "m.onnx"}, "b": {"file": "m.b.onnx"}}
+    assert written.side_files == [tmp_path / "m.b.onnx"] and path.is_file()
+    switch = conv.switcher(path, 1)
+    for name, module in (("a", first), ("b", second)):
+        want = module(x).detach().numpy()
+        np.testing.assert_allclose(conv.runner(path, 1, name)([x.numpy()])[0], want, atol=1e-6)
+        np.testing.assert_allclose(switch(name, [x.numpy()])[0], want, atol=1e-6)
+    with pytest.raises(EdgekitError, match="several graphs support fp32, int8-weight, not int8$"):
+        conv.export_many([_named("a", first, x)], path, "int8", {})
 
 
 def test_adapter_improves_accuracy_on_synthetic_shift(adapters):

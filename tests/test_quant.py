@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import edgekit
 from edgekit.artifact import load_manifest
 from edgekit.cli import main
 from edgekit.converters import CONVERTERS, ModelSource
@@ -37,7 +39,39 @@ def test_spec_parse_and_what_each_format_supports():
     CONVERTERS.get("coreml").check_precision("palettize4")
     CONVERTERS.get("tflite").check_precision(QuantSpec.parse("int8"))
     with pytest.raises(EdgekitError, match="accuracy budget needs --quant int8"):
-        QuantSpec.parse("int8-weight").check_options(0.5, 0)
+        QuantSpec.parse("int8-weight", budget_points=0.5)
+
+
+def test_one_spec_holds_everything_validates_each_field_and_round_trips():
+    spec = QuantSpec.parse("int8", calib_source=Path("calib.npz"), calib_samples=32, calib_method="minmax",
+                           budget_points=2, op_types={"linear": None}, layers=(("stem.0", None),))
+    assert spec.calib_source == "calib.npz" and spec.float_layers == ("stem.0",) and hash(spec)
+    assert spec.keeps_float("head.1", "linear") and spec.keeps_float("stem.0", "conv2d")
+    assert not spec.keeps_float("blocks.0.pointwise", "conv2d")
+    saved = json.loads(json.dumps(spec.to_dict()))
+    assert saved["op_types"] == {"linear": None} and saved["budget_points"] == 2 and saved["tag"] == "int8"
+    assert QuantSpec.from_dict(saved) == spec
+    assert QuantSpec.from_dict(QuantSpec.parse("palettize3").to_dict()).tag == "palettize3"
+    for fields, message in [
+        ({"qat_epochs": 1, "budget_points": 1.0}, "either an accuracy budget .* or QAT, not both"),
+        ({"budget_points": 101}, "accuracy budget must be >= 0 and <= 100"),
+        ({"op_types": {"relu": None}}, "op_types names 'relu'; op types: conv1d, conv2d, linear"),
+        ({"layers": {"head.1": "int4"}}, r"layers\['head.1'\] = 'int4'; the only override is None"),
+        ({"calib_method": "mse"}, "calibration method 'mse' is not one of: histogram, minmax"),
+        ({"qat_epochs": -1}, "qat_epochs must be an integer >= 0"),
+        ({"calib": "x.npy"}, "QuantSpec has no field 'calib'; fields: scheme, granularity"),
+    ]:
+        with pytest.raises(EdgekitError, match=message):
+            QuantSpec.parse("int8", **fields)
+    with pytest.raises(EdgekitError, match="QAT needs --quant int8 .*not fp16"):
+        QuantSpec.parse("fp16", qat_epochs=1)
+    with pytest.raises(EdgekitError, match="keeping op types or layers in float needs --quant int8"):
+        QuantSpec.parse("int8-dynamic", layers={"head.1": None})
+    for damaged, message in [({**saved, "budget_points": "2"}, "accuracy budget must be a number"),
+                             ({**saved, "tag": "fp32"}, "tag 'fp32' does not match its fields"),
+                             ({**saved, "extra": 1}, "unknown field 'extra'"), ([], "must be an object")]:
+        with pytest.raises(EdgekitError, match=message):
+            QuantSpec.from_dict(damaged)
 
 
 def test_calibration_data_is_checked(tmp_path):
@@ -110,12 +144,12 @@ def test_layer_report_and_mixed_precision_keep_layers_float():
 
     source = tiny_source()
     calib = [(torch.randn(1, 1, 32, 32),) for _ in range(8)]
-    spec = QuantSpec.parse("int8", calibration="minmax")
+    spec = QuantSpec.parse("int8", calib_method="minmax")
     quant = prepare_quant(source, spec, calib)
     layers = [r.layer for r in layer_report(quant, calib[:4])]
     assert layers == ["stem.0", "blocks.0.depthwise", "blocks.0.pointwise", "head.1", "output"]
     with pytest.raises(EdgekitError, match="float layer 'nope' is not a conv/linear layer"):
-        prepare_quant(source, QuantSpec.parse("int8", float_layers=("nope",)), calib)
+        prepare_quant(source, QuantSpec.parse("int8", layers={"nope": None}), calib)
     labels = tuple(int(source.module(*s).argmax()) for s in calib)
     # an impossible budget sends every layer back to float, most sensitive first, and says so
     result = search(source, spec, calib, EvalSet(tuple(calib), labels, "calib"), budget_points=-1.0, probe=4)
@@ -124,6 +158,22 @@ def test_layer_report_and_mixed_precision_keep_layers_float():
     assert len(result.steps) == 5 and result.to_dict()["within_budget"] is False
     report = layer_report(result.quant, calib[:2])
     assert not any(r.quantized for r in report[:-1])
+
+
+def test_an_op_type_override_keeps_float_and_the_plan_is_the_result():
+    from edgekit.quant.plan import QuantPlan, plan_quantization
+    from edgekit.quant.pt2e import float_ops_left
+
+    source = tiny_source()
+    calib = np.random.default_rng(0).normal(size=(8, 1, 32, 32)).astype(np.float32)
+    spec = QuantSpec.parse("int8", calib_samples=8, op_types={"linear": None})
+    plan = plan_quantization(source, spec, calib)
+    assert isinstance(plan, QuantPlan) and plan.spec is spec and plan.calibration == "the calibration array (8)"
+    assert float_ops_left(plan.prepared.converted(False)) == ["head.1"]  # the only linear layer
+    assert [r.layer for r in plan.layers if not r.quantized] == ["head.1"]
+    assert plan.summary()["spec"] == spec.to_dict()
+    with pytest.raises(EdgekitError, match="calibration data given twice"):
+        plan_quantization(source, QuantSpec.parse("int8", calib_source="x.npy"), calib)
 
 
 def test_coreml_weight_compression(tmp_path):
@@ -137,7 +187,7 @@ def test_coreml_weight_compression(tmp_path):
     sizes = {}
     for scheme, op in (("fp32", "conv"), ("int8-weight", "constexpr_affine_dequantize"),
                        ("palettize4", "constexpr_lut_to_dense")):
-        manifest = convert_model(source, ["coreml"], tmp_path, reference, precision=scheme)
+        manifest = convert_model(source, ["coreml"], tmp_path, reference, quant=QuantSpec.parse(scheme))
         entry = next(a for a in manifest.artifacts if a.precision == scheme)
         # compressed weights are evaluated by the MIL reference against the quant tolerance row
         assert entry.status == "verified", entry.error
@@ -153,7 +203,7 @@ def test_qat_fine_tunes_and_exports_to_every_format(capsys, checkpoint, tmp_path
                  "--out", str(tmp_path / "qat"), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert {e["format"] for e in result["artifacts"]} == {"onnx", "tflite", "coreml"}
+    assert {e["format"] for e in result["artifacts"]} == set(CONVERTERS.names())
     for entry in result["artifacts"]:
         assert entry["status"] == "verified", entry["error"]
         qat = entry["verification"]["quantization"]["qat"]
@@ -214,7 +264,7 @@ def test_int8_tflite_with_an_output_that_also_feeds_a_layer_through_dropout(tmp_
     assert "dropout" not in str(export_graph(source).graph)
     prepared = prepare_quant(source, QuantSpec.parse("int8"), [(torch.randn(1, 10, 6),) for _ in range(8)])
     path = tmp_path / "mean_int8.tflite"
-    CONVERTERS.get("tflite").export(source, path, "int8", {}, prepared=prepared)
+    CONVERTERS.get("tflite").export(source, path, QuantSpec.parse("int8"), {}, prepared=prepared)
     interp = Interpreter(model_path=str(path))
     interp.allocate_tensors()
     assert len(interp.get_output_details()) == 2
@@ -250,3 +300,44 @@ def test_weight_only_int8_and_int4_in_onnx_and_tflite(capsys, checkpoint, bundle
         interp = Interpreter(model_path=str(tmp_path / scheme / f"cnn_digits_{scheme}.tflite"))
         ops = [op for op in ops_details(interp) if op["op_name"] == "DEQUANTIZE"]
         assert len(ops) >= dequantized_weights, scheme
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits CNN at half width trained for a few epochs: its recipe's data calibrates it and judges accuracy."""
+    out = tmp_path_factory.mktemp("small")
+    (out / "small.toml").write_text('extends = "cnn_digits"\nname = "small"\n[model]\nwidth = 0.5\n'
+                                    '[train]\nepochs = 4\n')
+    return edgekit.train(out / "small.toml", out / "run").checkpoint
+
+
+def test_a_bundle_made_with_an_accuracy_budget_passes_verify_with_its_recorded_tolerance(capsys, small_checkpoint,
+                                                                                          tmp_path):
+    """`--accuracy-budget 2` verifies at conversion with a 2-point accuracy drop allowed; `edgekit verify`
+    must re-check with that recorded tolerance, not rebuild int8's default 1-point row."""
+    out = tmp_path / "budget"
+    code = main(["convert", str(small_checkpoint), "--to", "onnx", "--quant", "int8", "--accuracy-budget", "2",
+                 "--calib-samples", "32", "--out", str(out), "--json"])
+    capsys.readouterr()
+    assert code == 0
+    (entry,) = load_manifest(out).artifacts
+    assert entry.status == "verified" and entry.verification["tolerance"]["max_accuracy_drop"] == 0.02
+    assert main(["verify", str(out), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["status"] == "passed"
+    assert result["verification"]["tolerance"] == entry.verification["tolerance"]  # the recorded one, budget applied
+    assert entry.verification["quantization"]["spec"]["budget_points"] == 2
+    # a manifest cannot loosen the check beyond its recorded spec, and a damaged spec falls back to the default row
+    recorded = entry.verification["tolerance"]
+    for change, used, note in [
+        ({"tolerance": recorded | {"min_top1_agreement": 0.0, "max_accuracy_drop": 1.0}}, recorded,
+         "recorded tolerance is looser than the int8 tolerance (budget 2 points) allows"),
+        ({"quantization": {"spec": {"scheme": "int8", "budget_points": "lots"}}}, recorded | {"max_accuracy_drop": 0.01},
+         "recorded quantization spec is damaged (accuracy budget must be a number"),
+    ]:
+        raw = json.loads((out / "manifest.json").read_text())
+        raw["artifacts"][0]["verification"] |= change
+        (out / "manifest.json").write_text(json.dumps(raw))
+        main(["verify", str(out), "--json"])  # passes or not by the artifact's accuracy drop; the check is what is used
+        (result,) = json.loads(capsys.readouterr().out)["results"]
+        assert result["verification"]["tolerance"] == used and note in result["reason"], result

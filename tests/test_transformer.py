@@ -203,7 +203,7 @@ def test_generate_streams_the_same_bytes_in_every_runtime_past_max_context(lm_bu
 def test_vit_converts_to_every_format_verified(tmp_path):
     _, bundle = train_and_convert(tmp_path, VIT_RECIPE, "vit_tiny")
     manifest = load_manifest(bundle)
-    assert sorted(a.format for a in manifest.artifacts) == ["coreml", "onnx", "tflite"]
+    assert sorted(a.format for a in manifest.artifacts) == CONVERTERS.names()
     for entry in manifest.artifacts:
         assert entry.status == "verified", entry.error
         assert entry.verification["max_abs_diff"] <= 1e-4 and entry.verification["inputs"] == 594

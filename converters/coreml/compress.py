@@ -15,6 +15,7 @@ from typing import Any, Callable, Collection
 import numpy as np
 
 from edgekit.converters.base import ModelSource
+from edgekit.converters.coreml._compat import register_graph_pass
 from edgekit.errors import EdgekitError, require
 from edgekit.quant.spec import Granularity, QuantMethods, QuantSpec, Scheme
 
@@ -49,8 +50,6 @@ def short_names_pipeline():
     keep their names (apps address them), so nothing an app sees changes.
     """
     ct = require("coremltools", "coreml")
-    from edgekit.converters.coreml._compat import register_graph_pass
-
     pipeline = ct.PassPipeline.DEFAULT
     pipeline.append_pass(register_graph_pass("short_internal_names", shorten_names))
     return pipeline

@@ -10,15 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.converters._quiet import quiet
+from edgekit.quiet import quiet
 from edgekit.converters.base import (
-    ArtifactInfo, Converter, ExtraGraph, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
+    ArtifactInfo, Converter, ExtraGraph, ModelSource, Runner, RunnerUnavailable, TensorInfo, Written, conversion_error,
     register_converter,
 )
+from edgekit.converters.coreml.adapters import write_multifunction
 from edgekit.converters.coreml.compress import QUANT
+from edgekit.converters.coreml.mil_reference import MilEvaluator, load_program
 from edgekit.converters.coreml.stateful import convert_stateful, state_runner, stateful_graphs
 from edgekit.errors import EdgekitError, require
-from edgekit.quant.spec import QuantSpec, as_spec
+from edgekit.graph import NamedGraph
+from edgekit.quant.spec import QuantSpec
 
 _DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}  # ArrayFeatureType
 NOT_ON_MACOS = "Core ML prediction needs macOS"
@@ -35,11 +38,14 @@ class CoreMLConverter(Converter):
     precisions = tuple(QUANT.names())
     quant_methods = QUANT  # converters/coreml_quant.py: one function per QuantSpec scheme
     extra = "coreml"
+    # several graphs as functions of one .mlpackage (adapters.py); weight-only schemes quantize each function
+    # before merging; W8A8 would need a calibration per graph
+    multi_graph_schemes = ("fp32", "fp16", "int8-weight", "int4-weight", "palettize")
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
                *, prepared: Any = None) -> None:
         require("coremltools", self.extra)
-        spec = as_spec(quant)
+        spec = QuantSpec.parse(quant)
         write = QUANT.get(spec)
         try:
             with quiet():
@@ -80,18 +86,29 @@ class CoreMLConverter(Converter):
         """For a streaming model: the ``step`` graph with its states held by the model (iOS 18 MLState)."""
         return stateful_graphs(graphs, precision)
 
-    def reference_runner(self, path: Path) -> Runner | None:
-        """The saved ML Program evaluated op by op in NumPy (method "mil-reference")."""
-        from edgekit.converters.coreml.mil_reference import MilEvaluator, load_program
+    def export_many(self, graphs: list[NamedGraph], path: Path, quant: QuantSpec | str,
+                    metadata: dict[str, Any]) -> Written:
+        """One multifunction .mlpackage, one function per graph (adapters.py); identical weights stored once."""
+        require("coremltools", self.extra)
+        spec = QuantSpec.parse(quant)
+        self.check_many(spec)
+        try:
+            return write_multifunction(graphs, path, spec, metadata)
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            raise conversion_error(self.name, exc) from exc
 
-        evaluator = MilEvaluator(load_program(path))
+    def reference_runner(self, path: Path, variant: str | None = None) -> Runner | None:
+        """The saved ML Program (function ``variant``) evaluated op by op in NumPy (method "mil-reference")."""
+        evaluator = MilEvaluator(load_program(path), variant or "main")
         return state_runner(evaluator) if evaluator.states else evaluator.run_list
 
-    def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
+    def runner(self, path: Path, threads: int, variant: str | None = None) -> Runner | RunnerUnavailable:
         if sys.platform != "darwin":
             return RunnerUnavailable(NOT_ON_MACOS)
         ct = require("coremltools", self.extra)
-        model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY, function_name=variant)
         spec = model.get_spec().description
         in_names = [f.name for f in spec.input]
         out_names = [f.name for f in spec.output]

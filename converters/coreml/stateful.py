@@ -30,7 +30,10 @@ import numpy as np
 import torch
 
 from edgekit.converters.base import ExtraGraph, ModelSource
+from edgekit.converters.coreml._compat import register_fixed_state_canonicalization
+from edgekit.converters.coreml.compress import convert_program
 from edgekit.errors import require
+from edgekit.models.seq_graphs import StatefulStepGraph, stream_reference
 from edgekit.quant.spec import QuantSpec
 
 GRAPH = "step_stateful"
@@ -64,8 +67,6 @@ def stateful_graphs(graphs: list[tuple[ModelSource, Any]], precision: QuantSpec)
 
 def _extra_graph(source: ModelSource, model: Any, prefill: ModelSource, windows: Any) -> ExtraGraph:
     """The stateful source, verified on the first real window of a prefill graph's reference data."""
-    from edgekit.models.seq_graphs import StatefulStepGraph, stream_reference
-
     held = held_states(model)
     module = StatefulStepGraph(model, held).eval()
     explicit = module.explicit
@@ -100,8 +101,6 @@ def usage_text(held: tuple[str, ...], explicit: tuple[str, ...]) -> str:
 def convert_stateful(source: ModelSource) -> Any:
     """ct.convert of the stateful step module: fp16 compute, fp16 states, iOS 18."""
     ct = require("coremltools", "coreml")
-    from edgekit.converters.coreml.compress import convert_program
-
     program = torch.export.export(source.module, source.example_inputs).run_decompositions({})
     buffers = dict(source.module.named_buffers())
     states = [ct.StateType(wrapped_type=ct.TensorType(shape=tuple(buffers[n].shape), dtype=STATE_DTYPE), name=n)
@@ -112,8 +111,6 @@ def convert_stateful(source: ModelSource) -> Any:
 def state_pipeline() -> Any:
     """The default pass pipeline with coremltools' state-update reordering replaced by a fixed one."""
     ct = require("coremltools", "coreml")
-    from edgekit.converters.coreml._compat import register_fixed_state_canonicalization
-
     fixed = register_fixed_state_canonicalization("canonicalize_state_updates")
     pipeline = ct.PassPipeline.DEFAULT
     names = list(pipeline.passes)

@@ -1,25 +1,29 @@
-"""ONNX: one .onnx whose LoRA weights are graph inputs with zero initializers of the same name (so the
-default is the base model; stored sparse, they cost a few bytes), and one ``.onnx_adapter`` per adapter
-holding those weights. Weight-only int8 bundles hold base and LoRA weights as int8 + per-channel scales.
+"""ONNX with several named graphs (``OnnxConverter.export_many``): one .onnx whose weights that differ
+between the graphs are graph inputs with zero initializers of the same name (stored sparse, they cost a
+few bytes), and one ``.onnx_adapter`` per graph holding its values. For base + LoRA adapters those are
+the LoRA factors: the zeros give the base. Weight-only int8 artifacts hold the shared weights and every
+graph's own weights as int8 + scales.
+
+The weights to expose are found by value: a parameter whose bytes are in every graph (the base tensors
+that LoRA variants share) stays a constant; the others are the graph's own. Every graph that has own
+weights must have the same names and shapes (they fill the same inputs).
 
 An app loads the model once and each adapter once (``onnxruntime.LoraAdapter``) and picks one per
-call: ``RunOptions.add_active_adapter(adapter)``; with no active adapter the zeros give the base.
-All adapters must have the same targets and rank (they fill the same inputs).
+call: ``RunOptions.add_active_adapter(adapter)``; with no active adapter the zeros are used.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.converters._quiet import quiet
-from edgekit.converters.base import Runner, RunnerUnavailable, conversion_error
+from edgekit.converters.base import Switcher, Written
+from edgekit.converters.onnx.weights import quantize_weights_int8, symmetric_int8
 from edgekit.errors import EdgekitError, require
-from edgekit.lora.layers import lora_layers
-from edgekit.lora.pack_base import Packager, VariantGraph, Written, register_packager
-from edgekit.quant.spec import QuantSpec, Scheme
+from edgekit.graph import NamedGraph
 
 ADAPTER_SUFFIX = ".onnx_adapter"
 
@@ -29,97 +33,79 @@ def adapter_file(path: Path, variant: str) -> Path:
     return path.with_name(f"{path.stem}.{variant}{ADAPTER_SUFFIX}")
 
 
-def lora_weights(variant: VariantGraph) -> dict[str, np.ndarray]:
-    """The variant's LoRA tensors by their names in the exported graph (module path of the graph)."""
-    module = variant.source.module
-    return {f"{name}.{part}.{pname}": p.detach().numpy().astype(np.float32)
-            for name, layer in lora_layers(module).items() for part in ("lora_A", "lora_B")
-            for pname, p in getattr(layer, part).named_parameters()}
+def graph_weights(graphs: list[NamedGraph]) -> tuple[NamedGraph, dict[str, dict[str, np.ndarray]]]:
+    """The graph the .onnx is exported from (the first with own weights) and, per graph name, its own
+    weights by parameter name (the name the exporter gives their initializers); raise naming the graphs
+    when two graphs' own weights differ in names or shapes."""
+    params = [{n: p.detach().numpy() for n, p in g.source.module.named_parameters()} for g in graphs]
+    shared = set.intersection(*({_value_key(v) for v in p.values()} for p in params))
+    own = {g.name: {n: v.astype(np.float32) for n, v in p.items() if _value_key(v) not in shared}
+           for g, p in zip(graphs, params)}
+    template = next((g for g in graphs if own[g.name]), graphs[0])
+    want = {n: v.shape for n, v in own[template.name].items()}
+    for g in graphs:
+        got = {n: v.shape for n, v in own[g.name].items()}
+        if got and got != want:
+            raise EdgekitError(f"ONNX multi-graph artifacts need every graph's own weights to have the same names and "
+                               f"shapes (they fill the same graph inputs); {g.name} and {template.name} differ. "
+                               "LoRA adapters: adapt them with the same --targets and --rank")
+    return template, own
 
 
-@register_packager("onnx")
-class OnnxPackager(Packager):
-    suffix = ".onnx"
-    # int8-weight: base weights and every adapter's LoRA weights int8 per output channel (DequantizeLinear)
-    schemes = ("fp32", "int8-weight")
+def _value_key(value: np.ndarray) -> tuple[tuple[int, ...], str, bytes]:
+    """Shape, dtype and a digest of the bytes: equal for the same tensor in two graphs."""
+    return value.shape, value.dtype.str, hashlib.sha256(np.ascontiguousarray(value).data).digest()
 
-    def check(self, spec: QuantSpec, variants: list[VariantGraph]) -> None:
-        super().check(spec, variants)
-        shapes = [{k: v.shape for k, v in lora_weights(v).items()} for v in variants if v.adapter is not None]
-        if any(s != shapes[0] for s in shapes[1:]):
-            raise EdgekitError("ONNX multi-LoRA needs every adapter to have the same targets and rank "
-                               "(they fill the same graph inputs); adapt them with the same --targets and --rank")
 
-    def write(self, variants: list[VariantGraph], path: Path, spec: QuantSpec, metadata: dict[str, Any]) -> Written:
-        require("onnxscript", "onnx")
-        import torch
+def write_adapters(path: Path, graphs: list[NamedGraph], own: dict[str, dict[str, np.ndarray]], int8: bool) -> Written:
+    """Turn the exported .onnx at ``path`` into the shared graph (own weights → zero-default inputs; ``int8``:
+    weights int8) and write each graph's own weights as an ``.onnx_adapter`` beside it."""
+    template = next((w for w in own.values() if w), {})
+    _rewrite_for_adapters(path, template, int8)
+    written = Written({})
+    for g in graphs:
+        if not own[g.name]:
+            written.select[g.name] = {"adapter_file": None}
+            continue
+        target = adapter_file(path, g.name)
+        _write_adapter(target, _int8_lora(own[g.name]) if int8 else own[g.name])
+        written.select[g.name] = {"adapter_file": target.name}
+        written.side_files.append(target)
+    return written
 
-        from edgekit.converters.onnx.export import embed_metadata, export_program
 
-        adapted = [v for v in variants if v.adapter is not None]
-        template = adapted[0] if adapted else variants[0]
-        src = template.source
-        try:
-            with quiet():
-                export_program(torch.export.export(src.module, src.example_inputs), src, path)
-        except Exception as exc:
-            raise conversion_error(self.name, exc) from exc
-        int8 = spec.scheme is Scheme.INT8_WEIGHT
-        _rewrite_for_adapters(path, lora_weights(template) if adapted else {}, int8)
-        embed_metadata(path, metadata)
-        select: dict[str, dict[str, Any]] = {}
-        side = []
-        for v in variants:
-            if v.adapter is None:
-                select[v.name] = {"adapter_file": None}
-                continue
-            target = adapter_file(path, v.name)
-            _write_adapter(target, _int8_lora(lora_weights(v)) if int8 else lora_weights(v))
-            select[v.name] = {"adapter_file": target.name}
-            side.append(target)
-        return Written(select, side)
+def adapter_switcher(session: Any, path: Path) -> Switcher:
+    """``run(variant, inputs)`` on one ONNX Runtime session of ``path``: each variant's adapter file is
+    loaded once and activated per call; a variant without one (or ``None``) runs on the defaults."""
+    ort = require("onnxruntime", "onnx")
+    names = [i.name for i in session.get_inputs()]  # inputs with a default (the adapter weights) are not listed
+    run_options: dict[str | None, Any] = {}
+    loaded: list[Any] = []  # LoraAdapter objects must outlive the run options that point to them
 
-    def runner(self, path: Path, variant: str, threads: int) -> Runner | RunnerUnavailable:
-        return self.switcher(path, threads, only=variant)
+    def options_for(variant: str | None) -> Any:
+        if variant not in run_options:
+            file = adapter_file(path, variant) if variant is not None else None
+            run_options[variant] = None
+            if file is not None and file.is_file():
+                adapter = ort.LoraAdapter()
+                adapter.Load(str(file))
+                run_options[variant] = ort.RunOptions()
+                run_options[variant].add_active_adapter(adapter)
+                loaded.append(adapter)
+        return run_options[variant]
 
-    def switcher(self, path: Path, threads: int, only: str | None = None):
-        """One session; each variant's adapter is loaded once and activated per call."""
-        ort = require("onnxruntime", "onnx")
-        from edgekit.converters.onnx.export import open_session
+    def run(variant: str | None, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, dict(zip(names, inputs)), options_for(variant))
 
-        session = open_session(path, threads)
-        names = [i.name for i in session.get_inputs() if ".lora_A." not in i.name and ".lora_B." not in i.name]
-        run_options: dict[str, Any] = {}
-        loaded: list[Any] = []  # LoraAdapter objects must outlive the run options that point to them
-
-        def options_for(variant: str):
-            if variant not in run_options:
-                file = adapter_file(path, variant)
-                ro = ort.RunOptions()
-                if file.is_file():
-                    adapter = ort.LoraAdapter()
-                    adapter.Load(str(file))
-                    ro.add_active_adapter(adapter)
-                    loaded.append(adapter)
-                run_options[variant] = ro
-            return run_options[variant]
-
-        def run(variant: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
-            return session.run(None, dict(zip(names, inputs)), options_for(variant))
-
-        if only is not None:
-            return lambda inputs: run(only, inputs)
-        return run
+    return run
 
 
 def _rewrite_for_adapters(path: Path, weights: dict[str, np.ndarray], int8: bool) -> None:
-    """Declare every LoRA weight a graph input whose default is zeros (a sparse initializer with no
-    non-zero values: a few bytes however large the weight). ``int8``: the base weights become int8
-    (``onnx_weights``) and each LoRA input is split into an int8 input and a scale input that a
-    DequantizeLinear turns back into the float weight (both default to zeros: the base)."""
+    """Declare every adapter weight a graph input whose default is zeros (a sparse initializer with no
+    non-zero values: a few bytes however large the weight). ``int8``: the shared weights become int8
+    (``onnx_weights``) and each adapter input is split into an int8 input and a scale input that a
+    DequantizeLinear turns back into the float weight (both default to zeros)."""
     import onnx
-
-    from edgekit.converters.onnx.weights import quantize_weights_int8
 
     if not weights and not int8:
         return
@@ -128,14 +114,14 @@ def _rewrite_for_adapters(path: Path, weights: dict[str, np.ndarray], int8: bool
     inits = {init.name: init for init in graph.initializer}
     missing = [n for n in weights if n not in inits]
     if missing:
-        raise EdgekitError(f"the ONNX exporter renamed or folded LoRA weight {missing[0]!r}; "
+        raise EdgekitError(f"the ONNX exporter renamed or folded weight {missing[0]!r}; "
                            "it cannot be exposed as an adapter input")
     for name, value in weights.items():
         if tuple(inits[name].dims) != value.shape:
-            raise EdgekitError(f"ONNX LoRA weight {name} has shape {tuple(inits[name].dims)}; expected {value.shape}")
+            raise EdgekitError(f"ONNX weight {name} has shape {tuple(inits[name].dims)}; expected {value.shape}")
         graph.initializer.remove(inits[name])
     if int8:
-        quantize_weights_int8(model)  # the base's; LoRA weights are no longer initializers
+        quantize_weights_int8(model)  # the shared weights; adapter weights are no longer initializers
     for name, value in weights.items():
         if not int8:
             _add_zero_input(graph, name, value)
@@ -164,10 +150,8 @@ def _add_zero_input(graph: Any, name: str, like: np.ndarray) -> None:
 
 
 def _int8_lora(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each LoRA weight as ``<name>_int8`` (int8) + ``<name>_scale`` (one float: per-channel scales of
+    """Each adapter weight as ``<name>_int8`` (int8) + ``<name>_scale`` (one float: per-channel scales of
     ``lora_B`` would add half as many bytes as its int8 values at rank 8)."""
-    from edgekit.converters.onnx.weights import symmetric_int8
-
     out = {}
     for name, value in weights.items():
         out[f"{name}_int8"], out[f"{name}_scale"] = symmetric_int8(value, None)

@@ -7,15 +7,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edgekit.converters._quiet import quiet
+from edgekit.quiet import quiet
 from edgekit.converters.base import (
-    ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
+    ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, Switcher, TensorInfo, Written, conversion_error,
     register_converter,
 )
+from edgekit.converters.onnx.adapters import adapter_switcher, graph_weights, write_adapters
 from edgekit.errors import EdgekitError, require
-from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec
+from edgekit.converters.onnx.weights import quantize_weights_int8
+from edgekit.graph import NamedGraph
+from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
 
 METADATA_KEY = "edgekit"
 ORT_WEIGHT_QMAX = 63  # 7-bit int8 weights: ORT's x86 int8 convolutions saturate with full-range weights
@@ -33,11 +34,13 @@ class OnnxConverter(Converter):
     runtime = "onnxruntime"
     extra = "onnx"
     quant_methods = QUANT
+    # several graphs in one .onnx (adapters.py); int8-weight: shared and per-graph weights int8 (DequantizeLinear)
+    multi_graph_schemes = ("fp32", "int8-weight")
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
                *, prepared: Any = None) -> None:
         require("onnxscript", self.extra)
-        spec = as_spec(quant)
+        spec = QuantSpec.parse(quant)
         write = QUANT.get(spec)
         try:
             with quiet():
@@ -62,14 +65,29 @@ class OnnxConverter(Converter):
             metadata={p.key: p.value for p in model.metadata_props},
         )
 
-    def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
-        session = open_session(path, threads)
-        names = [i.name for i in session.get_inputs()]
+    def runner(self, path: Path, threads: int, variant: str | None = None) -> Runner | RunnerUnavailable:
+        run = adapter_switcher(open_session(path, threads), path)
+        return lambda inputs: run(variant, inputs)
 
-        def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            return session.run(None, dict(zip(names, inputs)))
+    def switcher(self, path: Path, threads: int) -> Switcher:
+        """One session; each variant's ``.onnx_adapter`` is loaded once and activated per call."""
+        return adapter_switcher(open_session(path, threads), path)
 
-        return run
+    def export_many(self, graphs: list[NamedGraph], path: Path, quant: QuantSpec | str,
+                    metadata: dict[str, Any]) -> Written:
+        """One .onnx for every graph: the weights that differ between them are inputs defaulting to zeros,
+        each graph's values an ``.onnx_adapter`` file beside it (adapters.py)."""
+        spec = QuantSpec.parse(quant)
+        self.check_many(spec)
+        template, own = graph_weights(graphs)
+        self.export(template.source, path, QuantSpec(), metadata)  # fp32; int8-weight is applied on the shared graph
+        return write_adapters(path, graphs, own, int8=spec.scheme is Scheme.INT8_WEIGHT)
+
+    def check_many(self, quant: QuantSpec | str, graphs: list[NamedGraph] | None = None) -> None:
+        """Also: every graph's own weights have the same names and shapes (they fill the same inputs)."""
+        super().check_many(quant, graphs)
+        if graphs:
+            graph_weights(graphs)
 
 
 def export_program(program, source: ModelSource, path: Path) -> None:
@@ -106,8 +124,6 @@ def _int8_static(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any
 def _int8_weight(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any) -> None:
     """The fp32 graph with int8 weights behind DequantizeLinear (float compute; onnx_weights)."""
     import onnx
-
-    from edgekit.converters.onnx.weights import quantize_weights_int8
 
     _fp32(source, path, spec, None)
     model = onnx.load(str(path))

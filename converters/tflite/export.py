@@ -10,16 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.converters._quiet import quiet
+from edgekit.quiet import quiet
 from edgekit.converters.tflite._compat import has_lowering, ops_details
 from edgekit.converters.tflite.flatbuffer import pack_model
 from edgekit.converters.tflite.weights import quantize_weights
 from edgekit.converters.base import (
-    ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, TensorInfo, conversion_error,
+    ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, Switcher, TensorInfo, Written, conversion_error,
     raise_if_disk_error, register_converter,
 )
+from edgekit.converters.tflite.adapters import signature_model, signature_runner, signature_switcher
 from edgekit.errors import EdgekitError, UnsupportedOpError, require
-from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec
+from edgekit.graph import NamedGraph
+from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
 
 METADATA_NAME = "edgekit"  # name of the flatbuffer metadata entry holding edgekit's JSON
 QUANT: QuantMethods = QuantMethods("tflite")  # scheme → fn(source, spec, prepared) returning an edge model
@@ -31,10 +33,13 @@ class TFLiteConverter(Converter):
     runtime = "litert-interpreter"
     extra = "tflite"
     quant_methods = QUANT
+    # several graphs as signatures of one .tflite (adapters.py); weight-only schemes quantize the written
+    # file (ai-edge-quantizer), so shared weights stay shared
+    multi_graph_schemes = ("fp32", "int8-weight", "int4-weight")
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
                *, prepared: Any = None) -> None:
-        spec = as_spec(quant)
+        spec = QuantSpec.parse(quant)
         write = QUANT.get(spec)
         try:
             with quiet():
@@ -57,8 +62,30 @@ class TFLiteConverter(Converter):
             metadata=read_metadata(path),
         )
 
-    def runner(self, path: Path, threads: int) -> Runner | RunnerUnavailable:
+    def export_many(self, graphs: list[NamedGraph], path: Path, quant: QuantSpec | str,
+                    metadata: dict[str, Any]) -> Written:
+        """One .tflite with one signature per graph (adapters.py); each distinct constant is stored once."""
+        spec = QuantSpec.parse(quant)
+        self.check_many(spec)
+        try:
+            with quiet():
+                model = Flatbuffer(signature_model(graphs))
+                (WeightOnly(model, spec) if spec.quantizes else model).export(str(path))
+        except EdgekitError:
+            raise
+        except Exception as exc:
+            raise conversion_error(self.name, exc) from exc
+        embed_metadata(path, metadata)
+        return Written({g.name: {"signature": g.name} for g in graphs})
+
+    def switcher(self, path: Path, threads: int) -> Switcher:
+        """One interpreter, one signature runner per variant: switching is calling another runner."""
+        return signature_switcher(_load_interpreter(path, threads))
+
+    def runner(self, path: Path, threads: int, variant: str | None = None) -> Runner | RunnerUnavailable:
         interpreter = _load_interpreter(path, threads)
+        if variant is not None:  # one signature of an export_many artifact
+            return signature_runner(interpreter, variant)
         with quiet():
             interpreter.allocate_tensors()
         ins = interpreter.get_input_details()

@@ -1,7 +1,3 @@
-"""Benchmarks: latency statistics, host runners, result rows."""
-
-from edgekit.bench.host import bench_artifact, bench_bundle, bench_torch
-from edgekit.bench.result import BenchResult
-from edgekit.bench.stats import LatencyStats, time_calls
-
-__all__ = ["BenchResult", "LatencyStats", "bench_artifact", "bench_bundle", "bench_torch", "time_calls"]
+"""Benchmarks: latency statistics (``stats``), result rows (``result``), host runners (``host``), sequence
+scaling (``seq``), multi-variant artifacts (``variants``) and device backends (``targets``). Import from the
+submodule: this package ``__init__`` stays empty so its lowest modules can be used from low layers."""

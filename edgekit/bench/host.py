@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.artifact import FAILED, Manifest
+from edgekit.artifact import FAILED, Manifest, bundle_path
 from edgekit.bench.result import BenchResult
 from edgekit.bench.stats import time_calls
+from edgekit.bench.variants import bench_variants
 from edgekit.converters import CONVERTERS, RunnerUnavailable
 from edgekit.errors import EdgekitError
+from edgekit.verify.bundle import artifact_problem, golden_reference
 
 
 def bench_torch(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int, warmup: int, runs: int) -> BenchResult:
@@ -45,9 +47,6 @@ def bench_artifact(fmt: str, path: Path, inputs: list[np.ndarray], *, threads: i
 def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, threads: int, warmup: int, runs: int) -> list[BenchResult]:
     """Benchmark every kept artifact of a bundle; ``inputs`` feed a model's only graph, and each graph
     of a sequence model gets the first input of its own golden file."""
-    from edgekit.artifact import bundle_path
-    from edgekit.verify.bundle import artifact_problem, golden_reference
-
     for entry in manifest.artifacts:  # refuse a hostile manifest before anything runs
         if entry.file:
             bundle_path(bundle, entry.file)
@@ -71,8 +70,6 @@ def bench_bundle(bundle: Path, manifest: Manifest, inputs: list[np.ndarray], *, 
         if entry.graph not in graph_inputs:
             graph_inputs[entry.graph] = list(golden_reference(bundle, entry.graph).inputs[0])
         if entry.variants:  # base + LoRA adapters in one artifact: each variant, and switching between them
-            from edgekit.lora.bench import bench_variants
-
             results += bench_variants(bundle, entry, graph_inputs[entry.graph], threads=threads, warmup=warmup, runs=runs)
             continue
         results.append(bench_artifact(entry.format, bundle_path(bundle, entry.file), graph_inputs[entry.graph],

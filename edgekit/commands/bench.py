@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     results, manifest, reference = (_bench_host(target, args) if backend == "host"
                                     else _bench_device(backend, serial, target, args))
     from edgekit.pipeline import write_report
-    from edgekit.report import build_rows
+    from edgekit.report.rows import build_rows
 
     rows = build_rows(manifest, results, unbenched=target.is_dir() and backend == "host")
     if args.out:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _bench_host(target: Path, args: argparse.Namespace):
     from edgekit.artifact import load_manifest
-    from edgekit.bench import bench_artifact, bench_bundle, bench_torch
+    from edgekit.bench.host import bench_artifact, bench_bundle, bench_torch
     from edgekit.verify.bundle import golden_reference
 
     opts = dict(threads=args.threads, warmup=args.warmup, runs=args.runs)
@@ -99,14 +99,9 @@ def _torch_baseline(bundle: Path, manifest, reference, args: argparse.Namespace,
 
 def _refusal(bundle: Path, manifest, name: str, where: str):
     """A failed row for the manifest's artifact ``name`` when its file is not the one verified, else None."""
-    from edgekit.bench.result import BenchResult
-    from edgekit.verify.bundle import artifact_problem
+    from edgekit.bench.targets import refused
 
-    entry = next((e for e in manifest.artifacts if e.file == name), None) if manifest else None
-    problem = artifact_problem(bundle, entry) if entry else None
-    if problem is None:
-        return None
-    return BenchResult(name, entry.format, entry.runtime, where, status=f"failed: {problem}; not run")
+    return refused(bundle, manifest, name, where)
 
 
 def _format_of(path: Path) -> str:
@@ -128,21 +123,11 @@ def _random_inputs(fmt: str, path: Path) -> list[np.ndarray]:
 
 
 def _bench_device(backend: str, serial: str | None, target: Path, args: argparse.Namespace):
-    """Each runnable artifact (a file, or a bundle's .tflite/.onnx files) on a device backend."""
-    from edgekit.artifact import bundle_path, load_manifest
-    from edgekit.bench.targets import DEVICE_BENCHES
+    """Each runnable artifact (a file, or a bundle's artifacts that the options run) on a device backend:
+    the flags become the backend's options object, the library does the rest."""
+    from edgekit.bench.targets import bench_on_device
+    from edgekit.commands.devices import bench_options
 
-    bench = DEVICE_BENCHES.get(backend)
-    where = f"{backend}:{serial}" if serial else backend
-    if not target.is_dir():  # an artifact of a bundle must still be the one its manifest records
-        beside = load_manifest(target.parent) if (target.parent / "manifest.json").is_file() else None
-        return [_refusal(target.parent, beside, target.name, where) or bench(target, serial, args)], None, None
-    manifest = load_manifest(target)
-    wanted = ("tflite", "onnx") if getattr(args, "runner", "") == "python" else ("tflite",)
-    entries = [e for e in manifest.artifacts
-               if e.format in wanted and e.file and e.status != "failed" and not e.compiled_for]
-    if not entries:
-        raise EdgekitError(f"{target} has no {' or '.join(wanted)} artifact to run on {backend}")
-    paths = [bundle_path(target, e.file) for e in entries]  # all inside the bundle before anything is pushed
-    return [_refusal(target, manifest, e.file, where) or bench(path, serial, args)
-            for e, path in zip(entries, paths)], manifest, None
+    results, manifest = bench_on_device(target, f"{backend}:{serial}" if serial else backend,
+                                        bench_options(backend, args))
+    return results, manifest, None

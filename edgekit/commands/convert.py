@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         from edgekit.errors import EdgekitError
 
         raise EdgekitError(f"--npu {args.npu} compiles the TFLite artifact; add tflite to --to (got {','.join(formats)})")
-    spec = QuantSpec.parse(args.quant or args.precision, calib_samples=args.calib_samples)
-    spec.check_options(args.accuracy_budget, args.qat)
+    spec = QuantSpec.parse(args.quant or args.precision, calib_source=args.calib, calib_samples=args.calib_samples,
+                           budget_points=args.accuracy_budget, qat_epochs=args.qat)
     for fmt in formats:
         CONVERTERS.get(fmt).check_precision(spec)
     if args.adapters:
@@ -105,13 +105,11 @@ def run(args: argparse.Namespace) -> int:
         sources = graph_sources(source, parse_lengths(args.lengths))
         references = [reference_for(s) for s in sources]
     bundle = args.out or default_bundle(args.model, source.name if args.adapter else "")
-    quant_options = {"calib": args.calib, "budget_points": args.accuracy_budget, "qat_epochs": args.qat,
-                     "progress": status}
-    manifest = convert_graphs(sources, formats, bundle, references, precision=spec, threads=args.threads,
-                              quant_options=quant_options, overwrite=args.overwrite)
+    manifest = convert_graphs(sources, formats, bundle, references, quant=spec, threads=args.threads,
+                              overwrite=args.overwrite, progress=status)
     if args.adapter:  # record which adapter was merged into the weights
         from edgekit.artifact import bundle_lock, record_entries
-        from edgekit.lora.package import adapter_summary
+        from edgekit.adapter_bundle import adapter_summary
 
         manifest.source["merged_adapter"] = adapter_summary(adapter)
         with bundle_lock(bundle):
@@ -164,7 +162,7 @@ def print_quant_summary(entries) -> None:
 def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
     """``--adapters A,B``: one bundle with the base and every adapter as selectable variants."""
     from edgekit.errors import EdgekitError
-    from edgekit.lora.package import package_adapters
+    from edgekit.adapter_bundle import package_adapters
 
     unsupported = [flag for flag, given in (("--npu", args.npu), ("--calib", args.calib), ("--qat", args.qat),
                                             ("--accuracy-budget", args.accuracy_budget is not None)) if given]
@@ -175,7 +173,7 @@ def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
     from edgekit.io import check_output_dir
 
     check_output_dir(bundle, "bundle", args.overwrite)
-    manifest = package_adapters(args.model, paths, formats, bundle, precision=spec, threads=args.threads,
+    manifest = package_adapters(args.model, paths, formats, bundle, quant=spec, threads=args.threads,
                                 lengths=parse_lengths(args.lengths), overwrite=args.overwrite)
     entries = [e for e in manifest.artifacts if e.format in formats]
     if args.json:
@@ -187,7 +185,7 @@ def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
 
 def print_adapter_bundle(entries) -> None:
     """Per artifact: size against the base alone; per variant: how to select it and its parity."""
-    from edgekit.lora.package import SIZE_GOAL
+    from edgekit.adapter_bundle import SIZE_GOAL
 
     for e in entries:
         if e.error:

@@ -1,21 +1,20 @@
 """`edgekit devices`: the Android devices adb can reach (serial, model, SoC, Android, ABI).
 
-Importing this module also registers the ``adb`` backend with ``edgekit.bench.targets`` (device
-listing, and ``edgekit bench ARTIFACT --device adb[:SERIAL]``), and offers
-``add_adb_bench_arguments`` for the bench command's adb flags.
+It also holds the bench command's adb flags (``add_adb_bench_arguments``) and their translation into
+the library's ``AdbBenchOptions`` (``bench_options``); the ``adb`` backend itself registers in the library
+(``edgekit.devices.adb_backend``).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from edgekit.bench.result import BenchResult
-from edgekit.bench.targets import DEVICE_BENCHES, DEVICE_LISTERS
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, print_json
 from edgekit.commands.validate import positive_float
+from edgekit.registry import Registry
 
 COLUMNS = ("serial", "state", "model", "soc", "android", "abi")
 
@@ -27,9 +26,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 @command("devices", "list Android devices reachable by adb: serial, model, SoC, Android version, ABI", configure)
 def run(args: argparse.Namespace) -> int:
-    from edgekit.devices.device_info import list_devices
-
     from edgekit.devices.adb import adb_timeout
+    from edgekit.devices.device_info import list_devices
 
     with adb_timeout(args.timeout):
         devices = [d.to_dict() for d in list_devices(timeout=args.timeout)]
@@ -71,33 +69,25 @@ def add_adb_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: 600 s for the run, 10-120 s for the other calls)")
 
 
-def bench_adb_from_args(artifact: Path, serial: str | None, args: argparse.Namespace) -> BenchResult:
-    """DEVICE_BENCHES entry: flags that the bench command does not define fall back to defaults."""
-    from edgekit.devices.adb_bench import bench_on_adb
-
-    return bench_on_adb(
-        artifact, serial, benchmark_binary=getattr(args, "benchmark_binary", None),
-        threads=args.threads, warmup=args.warmup, runs=args.runs, delegate=getattr(args, "delegate", "cpu"),
-        cpu_mask=getattr(args, "cpu_mask", None), qairt_dir=getattr(args, "qairt_dir", None),
-        keep=getattr(args, "keep", False), runner=getattr(args, "runner", "benchmark_model"),
-        python=getattr(args, "device_python", "python3"), timeout_s=getattr(args, "timeout", None))
+# device backend → its flags turned into the backend's options object (a backend without flags: its defaults)
+FLAG_OPTIONS: Registry[Callable[[argparse.Namespace], Any]] = Registry("device backend with flags")
 
 
-def list_adb_rows() -> list[dict[str, str]]:
-    """DEVICE_LISTERS entry: one row per adb device for `edgekit list devices`."""
-    from edgekit.devices.adb import AdbError
-    from edgekit.devices.device_info import list_devices
+@FLAG_OPTIONS.register("adb")
+def adb_options(args: argparse.Namespace) -> Any:
+    """The adb flags as ``AdbBenchOptions``."""
+    from edgekit.devices.adb_bench import AdbBenchOptions
 
-    try:
-        devices = list_devices()
-    except AdbError as exc:
-        return [{"name": "adb", "description": f"unavailable: {exc}"}]
-    rows = []
-    for d in devices:
-        facts = ", ".join(filter(None, [d.model, d.soc, f"Android {d.android}" if d.android else "", d.abi]))
-        rows.append({"name": f"adb:{d.serial}", "description": facts if d.state == "device" else d.state})
-    return rows
+    return AdbBenchOptions(
+        benchmark_binary=args.benchmark_binary, threads=args.threads, warmup=args.warmup, runs=args.runs,
+        delegate=args.delegate, cpu_mask=args.cpu_mask, qairt_dir=args.qairt_dir, keep=args.keep,
+        runner=args.runner, python=args.device_python, timeout_s=args.timeout)
 
 
-DEVICE_BENCHES.register("adb")(bench_adb_from_args)
-DEVICE_LISTERS.register("adb")(list_adb_rows)
+def bench_options(backend: str, args: argparse.Namespace) -> Any:
+    """The options object of device ``backend`` from the bench command's flags."""
+    from edgekit.bench.targets import device_options
+
+    if backend in FLAG_OPTIONS:
+        return FLAG_OPTIONS.get(backend)(args)
+    return device_options(backend, threads=args.threads, warmup=args.warmup, runs=args.runs)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from edgekit.report import print_table
+from edgekit.report.table import print_table
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

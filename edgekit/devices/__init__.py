@@ -1,2 +1,3 @@
 """Android devices over adb: one function runs every adb command (``run_adb``), device info,
-cached pushes, and benchmarks on the device (``bench_on_adb``)."""
+cached pushes, benchmarks on the device (``bench_adb`` with ``AdbBenchOptions``), and the ``adb``
+device backend of ``edgekit.bench.targets`` (``adb_backend``)."""

@@ -5,7 +5,8 @@ downloaded) with a delegate from ``DELEGATES``; ``python`` runs the model with t
 interpreter or ONNX Runtime on boards that have Python (and on the emulated test device).
 Model and binary are pushed cached by sha256; pushed files are removed afterwards unless ``keep``.
 Each result records the device, thermal status and battery before and after, the exact command
-and the raw log.
+and the raw log. ``AdbBenchOptions`` is the typed form of every setting (``bench_adb``); ``bench_on_adb``
+takes the same settings as keywords.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,22 +60,27 @@ QNN_ANDROID_LIBS = ("libQnnTFLiteDelegate.so", "libQnnHtp.so", "libQnnHtpPrepare
 
 @dataclass(frozen=True)
 class AdbBenchOptions:
-    """What to run and how; validated on creation."""
+    """What to run on an adb device and how (the flags of ``edgekit bench --device adb``); validated on creation."""
 
-    benchmark_binary: Path | None = None
+    benchmark_binary: Path | None = None  # LiteRT benchmark_model built for the device (else $EDGEKIT_BENCHMARK_BINARY)
     threads: int = 4
-    warmup: int = 5
-    runs: int = 50
-    delegate: str = "cpu"
-    cpu_mask: str | None = None
-    qairt_dir: Path | None = None
-    keep: bool = False
-    python: str = "python3"
-    remote_dir: str = DEFAULT_REMOTE_DIR
-    timeout_s: float = 600.0
+    warmup: int = 5  # untimed runs first
+    runs: int = 50  # timed runs
+    delegate: str = "cpu"  # a name in DELEGATES
+    cpu_mask: str | None = None  # pin to cores with taskset, hex mask such as f0
+    qairt_dir: Path | None = None  # unpacked Qualcomm QAIRT SDK, for the qnn delegate
+    keep: bool = False  # leave pushed files on the device
+    runner: str = "benchmark_model"  # a name in RUNNERS
+    python: str = "python3"  # the device's Python, for runner="python"
+    remote_dir: str | None = None  # device folder (None: $EDGEKIT_ADB_REMOTE_DIR or /data/local/tmp/edgekit)
+    timeout_s: float | None = None  # bounds every adb call, the run included (None: 600 s run, 10-120 s others)
 
     def __post_init__(self) -> None:
+        for name in ("benchmark_binary", "qairt_dir"):  # a str path is taken as a Path
+            if isinstance(getattr(self, name), (str, os.PathLike)):
+                object.__setattr__(self, name, Path(getattr(self, name)))
         DELEGATES.get(self.delegate)  # unknown names list the valid ones
+        RUNNERS.get(self.runner)
         for name in ("threads", "runs"):
             if getattr(self, name) < 1:
                 raise EdgekitError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -82,10 +88,21 @@ class AdbBenchOptions:
             raise EdgekitError(f"warmup must be 0 or more, not {self.warmup}")
         if self.cpu_mask is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", self.cpu_mask):
             raise EdgekitError(f"cpu mask {self.cpu_mask!r} is not a hex core mask like f0 (cores 4-7)")
-        if not posixpath.isabs(self.remote_dir):
+        if self.remote_dir is not None and not posixpath.isabs(self.remote_dir):
             raise EdgekitError(f"remote dir {self.remote_dir!r} must be an absolute device path")
-        if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s < float("inf")):
+        if self.timeout_s is not None and not (isinstance(self.timeout_s, (int, float))
+                                               and 0 < self.timeout_s < float("inf")):
             raise EdgekitError(f"--timeout {self.timeout_s!r} must be a finite number of seconds > 0")
+
+    @property
+    def run_timeout_s(self) -> float:
+        """The longest the run on the device may take."""
+        return 600.0 if self.timeout_s is None else float(self.timeout_s)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The artifact formats this runner runs, e.g. ("tflite",)."""
+        return RUNNERS.get(self.runner).formats
 
 
 @dataclass
@@ -104,7 +121,7 @@ class _Session:
 
     def push(self, files: list[tuple[Path, str]]) -> None:
         self.targets += [remote for _, remote in files]  # recorded first: a failed push is cleaned up too
-        self.pushed += push_files(self.serial, files, timeout=min(self.options.timeout_s, 120.0))
+        self.pushed += push_files(self.serial, files, timeout=min(self.options.run_timeout_s, 120.0))
 
     def cleanup(self) -> None:
         if self.options.keep or not self.targets:
@@ -155,7 +172,7 @@ def _command_prefix(session: _Session, env: dict[str, str]) -> list[str]:
 def _run_on_device(session: _Session, argv: list[str]) -> tuple[str, int, str]:
     """Run argv (stderr merged into stdout, as benchmark_model logs to both); returns (log, status, cmd)."""
     script = ["sh", "-c", quote_command(argv) + " 2>&1"]
-    result = run_shell(session.serial, script, timeout=session.options.timeout_s, check=False)
+    result = run_shell(session.serial, script, timeout=session.options.run_timeout_s, check=False)
     return result.stdout + result.stderr, result.returncode, render(result.command)
 
 
@@ -331,9 +348,17 @@ def bench_python(model: Path, serial: str, options: AdbBenchOptions) -> BenchRes
     return _run_with_cleanup(session, lambda s: _python_run(s, model))
 
 
-RUNNERS: Registry[Callable[[Path, str, AdbBenchOptions], BenchResult]] = Registry("adb runner")
-RUNNERS.register("benchmark_model")(bench_benchmark_model)
-RUNNERS.register("python")(bench_python)
+@dataclass(frozen=True)
+class AdbRunner:
+    """How a model is run on the device, and which artifact formats that runs."""
+
+    run: Callable[[Path, str, AdbBenchOptions], BenchResult]
+    formats: tuple[str, ...]
+
+
+RUNNERS: Registry[AdbRunner] = Registry("adb runner")
+RUNNERS.register("benchmark_model")(AdbRunner(bench_benchmark_model, ("tflite",)))
+RUNNERS.register("python")(AdbRunner(bench_python, ("tflite", "onnx")))
 
 
 def parse_adb_target(target: str) -> str | None:
@@ -358,14 +383,26 @@ def bench_on_adb(artifact_path: str | os.PathLike[str], serial: str | None = Non
     Raises EdgekitError with a clear message for: no/unauthorized/disconnected device, full
     storage, a missing, non-executable or wrong-ABI binary, and a delegate that took 0 nodes.
     """
+    _check_model(artifact_path)
+    options = AdbBenchOptions(
+        benchmark_binary=benchmark_binary or None, threads=threads, warmup=warmup, runs=runs, delegate=delegate,
+        cpu_mask=cpu_mask, qairt_dir=qairt_dir or None, keep=keep, runner=runner, python=python,
+        remote_dir=remote_dir, timeout_s=timeout_s)
+    return bench_adb(artifact_path, serial, options)
+
+
+def bench_adb(artifact_path: str | os.PathLike[str], serial: str | None, options: AdbBenchOptions) -> BenchResult:
+    """Benchmark one model on the adb device ``serial`` (None: the only one) with ``options``; errors as
+    ``bench_on_adb``. The device backend ``adb`` of ``edgekit.bench.targets`` runs this."""
+    model = _check_model(artifact_path)
+    remote_dir = options.remote_dir or os.environ.get(REMOTE_DIR_ENV) or DEFAULT_REMOTE_DIR
+    options = replace(options, remote_dir=remote_dir)
+    with adb_timeout(options.timeout_s):
+        return RUNNERS.get(options.runner).run(model.resolve(), resolve_serial(serial), options)
+
+
+def _check_model(artifact_path: str | os.PathLike[str]) -> Path:
     model = Path(artifact_path).expanduser()
     if not model.is_file():
         raise EdgekitError(f"model {model} does not exist; pass the path of a .tflite (or .onnx) artifact")
-    options = AdbBenchOptions(
-        benchmark_binary=Path(benchmark_binary) if benchmark_binary else None, threads=threads, warmup=warmup,
-        runs=runs, delegate=delegate, cpu_mask=cpu_mask, qairt_dir=Path(qairt_dir) if qairt_dir else None,
-        keep=keep, python=python, remote_dir=remote_dir or os.environ.get(REMOTE_DIR_ENV) or DEFAULT_REMOTE_DIR,
-        timeout_s=600.0 if timeout_s is None else timeout_s)
-    run = RUNNERS.get(runner)
-    with adb_timeout(timeout_s):
-        return run(model.resolve(), resolve_serial(serial), options)
+    return model

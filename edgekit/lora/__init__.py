@@ -1,4 +1,5 @@
-"""LoRA specialization: train adapters for a base checkpoint, merge one, or package base + N adapters.
+"""LoRA specialization, the model side: train adapters for a base checkpoint, merge one, or build the export
+forms of base + N adapters (``fold``) that ``edgekit.adapter_bundle`` packages into one artifact per format.
 
     result = adapt_checkpoint("runs/cnn_digits/checkpoint", "adapters/inv", domain="digits_inverted_rotated")
     adapter = load_adapter("adapters/inv")          # refuses another base (sha256 mismatch)

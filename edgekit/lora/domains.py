@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from edgekit.checkpoint import Checkpoint
 from edgekit.data import Dataset, Split, load_dataset
+from edgekit.data.image_folder import read_images, scan_image_folder
+from edgekit.data.splits import stratified_splits
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 
@@ -186,9 +188,6 @@ def load_user_data(path: str | Path, checkpoint: Checkpoint, examples: int, seed
 
 def _user_images(path: Path, checkpoint: Checkpoint, examples: int, seed: int) -> AdaptData:
     import numpy as np
-
-    from edgekit.data.image_folder import read_images, scan_image_folder
-    from edgekit.data.splits import stratified_splits
 
     paths, labels, classes = scan_image_folder(path)
     base_labels = checkpoint.labels or []

@@ -12,14 +12,14 @@ from edgekit.graph import ModelSource
 from edgekit.data import Split
 from edgekit.errors import EdgekitError
 from edgekit.lora.adapter import Adapter, load_adapter
+from edgekit.lora.domains import DOMAINS, load_domain, load_user_data
+from edgekit.sources import load_source, reference_for
 from edgekit.verify import ReferenceData, reference_from_model
 
 
 def merged_source(checkpoint: str | Path, adapter_path: str | Path) -> tuple[ModelSource, Adapter, Checkpoint]:
     """A ModelSource of the checkpoint's model with the adapter merged into its weights (refuses a
     different base). Its sha256 combines base and adapter, so the bundle never mixes it with the base."""
-    from edgekit.sources import load_source
-
     base = load_source(checkpoint)
     if base.kind != "checkpoint":
         raise EdgekitError(f"--adapter needs an edgekit checkpoint folder, not {base.origin}")
@@ -34,8 +34,6 @@ def merged_source(checkpoint: str | Path, adapter_path: str | Path) -> tuple[Mod
 
 def domain_test_split(adapter: Adapter, ckpt: Checkpoint) -> tuple[Split, str] | None:
     """The adapter's held-out test split (its registered domain or its --data), when it can be rebuilt here."""
-    from edgekit.lora.domains import DOMAINS, load_domain, load_user_data
-
     meta = adapter.meta
     seed = int(meta.get("seed", 0))
     if meta.get("domain") and meta["domain"] in DOMAINS:
@@ -57,8 +55,6 @@ def reference_on(source: ModelSource, split: Split, description: str) -> Referen
 
 def adapter_references(sources: list[ModelSource], adapter: Adapter, ckpt: Checkpoint) -> list[ReferenceData]:
     """Per graph: the adapter's domain test split, else the base recipe's test split."""
-    from edgekit.sources import reference_for
-
     found = domain_test_split(adapter, ckpt)
     if found is None:
         return [reference_for(s) for s in sources]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edgekit.checkpoint import Checkpoint, load_checkpoint
+from edgekit.config import dataclass_from_dict
 from edgekit.data import Split
 from edgekit.errors import EdgekitError
 from edgekit.lora.adapter import safe_name, save_adapter
@@ -98,10 +99,6 @@ def adapt_checkpoint(checkpoint: str | Path | Checkpoint, out: str | Path, *, do
 
 def check_adapt_options(ckpt: Checkpoint, options: AdaptOptions) -> None:
     """Every option in range (counts >= 1, finite positive rates) and the rank within the targets' width."""
-    from dataclasses import asdict
-
-    from edgekit.config import dataclass_from_dict
-
     dataclass_from_dict(AdaptOptions, {k: v for k, v in asdict(options).items() if k != "targets"}, "adapt")
     globs = list(options.targets or default_targets(ckpt.meta["family"]))
     check_rank(ckpt.model, resolve_targets(ckpt.model, globs), options.rank, options.alpha)

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekit.errors import EdgekitError
 from edgekit.models.base import EdgeModel, ExportGraph, register_family
+from edgekit.models.seq_graphs import prefill_graph, step_graph
 from edgekit.models.seq_heads import SEQ_HEADS, RMSNorm
 
 
@@ -163,8 +165,6 @@ class SSMModel(EdgeModel):
     def __init__(self, config: SSMConfig) -> None:
         super().__init__(config)
         if (config.expand * config.d_model) % config.head_dim:
-            from edgekit.errors import EdgekitError
-
             raise EdgekitError(f"ssm: expand*d_model = {config.expand * config.d_model} is not a multiple of "
                                f"head_dim = {config.head_dim}")
         self.head = SEQ_HEADS.get(config.head)(
@@ -213,7 +213,5 @@ class SSMModel(EdgeModel):
 
     def export_graphs(self, lengths: tuple[int, ...] = ()) -> list[ExportGraph]:
         """A prefill graph per static length L, and the single-step graph with explicit states."""
-        from edgekit.models.seq_graphs import prefill_graph, step_graph
-
         lengths = tuple(lengths) or tuple(self.config.export_lengths)
         return [prefill_graph(self, L) for L in lengths] + [step_graph(self)]

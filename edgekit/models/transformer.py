@@ -24,6 +24,7 @@ from torch import nn
 from edgekit.errors import EdgekitError
 from edgekit.models.attention import Block, RotaryEmbedding
 from edgekit.models.base import EdgeModel, ExportGraph, register_family
+from edgekit.models.seq_graphs import prefill_graph, step_graph
 from edgekit.models.seq_heads import SEQ_HEADS, RMSNorm, SeqHead
 
 IMAGE_HEAD = "image"
@@ -184,8 +185,6 @@ class Transformer(EdgeModel):
         """ViT: one graph. Sequence heads: a prefill graph per static length L, and the step graph."""
         if not self.streaming:
             return super().export_graphs(lengths)
-        from edgekit.models.seq_graphs import prefill_graph, step_graph
-
         lengths = tuple(lengths) or tuple(self.config.export_lengths)
         too_long = [L for L in lengths if L > self.config.max_context]
         if too_long:

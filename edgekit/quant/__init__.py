@@ -1,15 +1,7 @@
-"""Quantization: a typed QuantSpec, calibration, one PT2E calibration shared by every format,
-per-layer SQNR, accuracy-budgeted mixed precision and QAT. Heavy imports happen inside functions."""
+"""Quantization: the typed QuantSpec. Calibration (``edgekit.quant.calib``), the shared PT2E graph
+(``edgekit.quant.pt2e``), planning (``edgekit.quant.plan``), per-layer SQNR, mixed precision and QAT
+are imported by their module paths: this package imports only the spec, so converters can use it."""
 
-from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme, as_spec, scheme_names
+from edgekit.quant.spec import CALIBRATION_METHODS, OP_TYPES, Granularity, QuantMethods, QuantSpec, Scheme, scheme_names
 
-
-def __getattr__(name: str):
-    if name in ("QuantPlan", "plan_quantization"):  # imports torch; loaded on first use
-        from edgekit.quant import plan
-
-        return getattr(plan, name)
-    raise AttributeError(name)
-
-
-__all__ = ["QuantMethods", "QuantPlan", "QuantSpec", "Scheme", "as_spec", "plan_quantization", "scheme_names"]
+__all__ = ["CALIBRATION_METHODS", "OP_TYPES", "Granularity", "QuantMethods", "QuantSpec", "Scheme", "scheme_names"]

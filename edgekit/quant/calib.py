@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.graph import ModelSource
+from edgekit.checkpoint import META
+from edgekit.data import load_dataset
+from edgekit.data.image_folder import IMAGE_SUFFIXES, read_images
 from edgekit.errors import EdgekitError
+from edgekit.graph import ModelSource
 
 Sample = tuple[torch.Tensor, ...]  # one batch-1 input per model input
 
@@ -70,9 +73,6 @@ def calibration_for(source: ModelSource, n: int, path: str | Path | np.ndarray |
 
 def recipe_split(source: ModelSource, split: str) -> tuple[torch.Tensor, torch.Tensor, str] | None:
     """(inputs, labels, description) of a split of the checkpoint's recipe dataset, or None."""
-    from edgekit.checkpoint import META
-    from edgekit.data import load_dataset
-
     if source.kind != "checkpoint":
         return None
     recipe = json.loads((Path(source.origin) / META).read_text()).get("recipe")
@@ -128,8 +128,6 @@ def _read_array(path: Path) -> np.ndarray:
 
 def _read_image_tree(path: Path, source: ModelSource) -> np.ndarray:
     """Every image under ``path`` (any layout), preprocessed as the model's metadata says."""
-    from edgekit.data.image_folder import IMAGE_SUFFIXES, read_images
-
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise EdgekitError(f"calibration folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

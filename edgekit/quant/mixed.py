@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from edgekit.graph import ModelSource
+from edgekit.quant.calib import CalibrationData, recipe_split
 from edgekit.quant.pt2e import PreparedQuant, export_graph, layer_nodes, prepare_quant
 from edgekit.quant.report import sqnr_db
 from edgekit.quant.spec import QuantSpec
@@ -52,10 +53,8 @@ class MixedResult:
 
 
 @torch.no_grad()
-def eval_set_for(source: ModelSource, calib) -> EvalSet:
+def eval_set_for(source: ModelSource, calib: CalibrationData) -> EvalSet:
     """The recipe's validation split when there is one; else the calibration inputs, labelled by the float model."""
-    from edgekit.quant.calib import recipe_split
-
     split = recipe_split(source, "val")
     if split is not None and source.samples is None:
         inputs, labels, name = split
@@ -80,7 +79,7 @@ def sensitivity(source: ModelSource, spec: QuantSpec, calib: Sequence[Sample], p
     layers = list(layer_nodes(reference))
     scores = {}
     for layer in layers:
-        one = prepare_quant(source, replace(spec, float_layers=tuple(x for x in layers if x != layer)), calib)
+        one = prepare_quant(source, with_float_layers(spec, [x for x in layers if x != layer]), calib)
         gm = one.converted(fold_quantize=False)
         got = torch.cat([_first(gm(*s)) for s in probe])
         scores[layer] = round(sqnr_db(torch.cat(ref_out), got), 2)
@@ -105,13 +104,18 @@ def search(source: ModelSource, spec: QuantSpec, calib: Sequence[Sample], data: 
             continue
         floats.append(layer)
         progress(f"keeping {layer} in float")
-        quant = prepare_quant(source, replace(spec, float_layers=tuple(floats)), calib, description)
+        quant = prepare_quant(source, with_float_layers(spec, floats), calib, description)
         result.quant, result.float_layers = quant, tuple(floats)
         result.accuracy = accuracy(quant.converted(False), data)
         result.steps.append({"float_layers": list(floats), "accuracy": result.accuracy})
         if result.drop_points <= budget_points:
             break
     return result
+
+
+def with_float_layers(spec: QuantSpec, layers: Sequence[str]) -> QuantSpec:
+    """``spec`` keeping exactly ``layers`` in float by name (its op-type overrides kept)."""
+    return replace(spec, layers=tuple((name, None) for name in layers))
 
 
 def _first(out: Any) -> torch.Tensor:

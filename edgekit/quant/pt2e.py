@@ -15,9 +15,9 @@ import torch
 
 from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError, require
-from edgekit.quant.spec import Granularity, QuantSpec, Scheme
+from edgekit.quant.spec import OP_TYPES, Granularity, QuantSpec, Scheme
 
-LAYER_OPS = ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default")  # what gets int8 weights
+LAYER_OPS = tuple(f"aten.{op}.default" for op in OP_TYPES)  # what gets int8 weights
 PT2E_SCHEMES = (Scheme.INT8_STATIC, Scheme.INT8_DYNAMIC)
 
 
@@ -27,8 +27,9 @@ def module_path(node: torch.fx.Node) -> str:
     return list(stack.values())[-1][0] if stack else ""
 
 
-def in_layers(path: str, layers: Iterable[str]) -> bool:
-    return any(path == layer or path.startswith(layer + ".") for layer in layers)
+def op_type(node: torch.fx.Node) -> str:
+    """A layer node's op type as overrides name it (``conv2d``, ``linear``; see ``edgekit.quant.spec.OP_TYPES``)."""
+    return str(node.target).split(".")[1]
 
 
 def layer_nodes(gm: torch.fx.GraphModule) -> dict[str, torch.fx.Node]:
@@ -41,17 +42,16 @@ def layer_nodes(gm: torch.fx.GraphModule) -> dict[str, torch.fx.Node]:
 
 
 def make_quantizer(spec: QuantSpec):
-    """litert-torch's PT2EQuantizer for ``spec``, leaving ``spec.float_layers`` unannotated (float)."""
+    """litert-torch's PT2EQuantizer for ``spec``, leaving the layers its overrides keep float unannotated."""
     pq = require("litert_torch.quantize.pt2e_quantizer", "tflite")
     config = pq.get_symmetric_quantization_config(
         is_per_channel=spec.granularity is Granularity.PER_CHANNEL, is_qat=spec.qat,
         is_dynamic=spec.scheme is Scheme.INT8_DYNAMIC)
-    if spec.calibration == "minmax" and config.input_activation is not None and not spec.qat:
+    if spec.calib_method == "minmax" and config.input_activation is not None and not spec.qat:
         from torchao.quantization.pt2e.observer import MinMaxObserver
 
         act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
-    float_layers = tuple(spec.float_layers)
 
     class _Quantizer(pq.PT2EQuantizer):
         # QAT folds BatchNorm first (edgekit.quant.qat); litert's conv-bn QAT patterns fail to build on torch 2.13
@@ -63,7 +63,7 @@ def make_quantizer(spec: QuantSpec):
             _keep_conv1d_float(model)
             for name, node in layer_nodes(model).items():  # litert's module-name filter misreads torch 2.13 names
                 annotation = node.meta.get("quantization_annotation")
-                if annotation is not None and name in float_layers:
+                if annotation is not None and spec.keeps_float(name, op_type(node)):
                     for arg in node.args[1:]:  # weight and bias stay float; activations keep their int8 edges
                         annotation.input_qspec_map.pop(arg, None)
             return model
@@ -123,6 +123,7 @@ class PreparedQuant:
         return convert_pt2e(graph, fold_quantize=fold_quantize)
 
     def layers(self) -> list[str]:
+        """The conv/linear layers (module names) of the graph, in order."""
         return list(layer_nodes(self.prepared))
 
 

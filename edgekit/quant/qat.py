@@ -3,21 +3,25 @@ export path as post-training int8 (the QAT graph converts like a calibrated one)
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.optimization import fuse
 
-from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError
+from edgekit.graph import ModelSource
+from edgekit.quant.calib import CalibrationData, recipe_split
 from edgekit.quant.pt2e import PreparedQuant, export_graph, make_quantizer
 from edgekit.quant.spec import QuantSpec
 
 ACCUMULATE = 16  # batch-1 graph: gradients of this many samples per optimizer step
 
 
-def qat_finetune(source: ModelSource, spec: QuantSpec, calib, *, epochs: int = 1, lr: float = 1e-4,
+def qat_finetune(source: ModelSource, spec: QuantSpec, calib: CalibrationData, *, epochs: int = 1, lr: float = 1e-4,
                  max_samples: int = 512, seed: int = 0,
                  progress: Callable[[str], None] = lambda _: None) -> tuple[PreparedQuant, dict[str, Any]]:
     """PTQ-initialise fake quantizers on ``calib``, then fine-tune on the recipe's training split.
@@ -25,8 +29,6 @@ def qat_finetune(source: ModelSource, spec: QuantSpec, calib, *, epochs: int = 1
     The graph is the batch-1 eval-mode export (BatchNorm statistics stay frozen), so samples go
     through one at a time with gradient accumulation."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-
-    from edgekit.quant.calib import recipe_split
 
     split = recipe_split(source, "train")
     if split is None or source.samples is not None:
@@ -62,11 +64,6 @@ def qat_finetune(source: ModelSource, spec: QuantSpec, calib, *, epochs: int = 1
 def _bn_folded(source: ModelSource) -> ModelSource:
     """The source with BatchNorm folded into its convolutions (frozen statistics; torchao's QAT
     conv-bn rewrite cannot build its patterns on torch 2.13). Untraceable models are used as they are."""
-    import copy
-    import dataclasses
-
-    from torch.fx.experimental.optimization import fuse
-
     try:
         folded = fuse(copy.deepcopy(source.module).eval())
     except Exception:  # noqa: BLE001 - symbolic tracing is optional here

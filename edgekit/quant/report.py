@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import torch
+from rich.table import Table
 
-from edgekit.quant.pt2e import PreparedQuant, layer_nodes
+from edgekit.quant.pt2e import PreparedQuant, layer_nodes, op_type
+from edgekit.report.table import stdout_console
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class _Energy:
 
 
 def sqnr_db(ref: torch.Tensor, got: torch.Tensor) -> float:
+    """SQNR (dB) of ``got`` against ``ref``; inf when they are equal."""
     energy = _Energy()
     energy.add("x", ref, got)
     return energy.sqnr("x")
@@ -81,8 +84,8 @@ def layer_report(quant: PreparedQuant, samples: Iterable[tuple[torch.Tensor, ...
         for name in shared:
             energy.add(name, ref_run.seen[name], q_run.seen[name])
         energy.add("output", _first(ref_out), _first(q_out))
-    floats = set(quant.spec.float_layers)
-    rows = [LayerError(n, str(ref_layers[n].target).split(".")[1], energy.sqnr(n), n not in floats) for n in shared]
+    ops = {n: op_type(ref_layers[n]) for n in shared}
+    rows = [LayerError(n, ops[n], energy.sqnr(n), not quant.spec.keeps_float(n, ops[n])) for n in shared]
     return rows + [LayerError("output", "output", energy.sqnr("output"), True)]
 
 
@@ -92,10 +95,6 @@ def _first(out: Any) -> torch.Tensor:
 
 def print_layer_table(rows: list[LayerError], title: str = "per-layer SQNR vs fp32 (dB, higher is better)") -> None:
     """The report as a terminal table (stdout)."""
-    from rich.table import Table
-
-    from edgekit.report.table import stdout_console
-
     table = Table(title=title)
     for column in ("layer", "op", "SQNR dB", "int8"):
         table.add_column(column, justify="left" if column in ("layer", "op") else "right")

@@ -1,6 +1,2 @@
-"""Reports: rows joined from manifest + benchmarks, a terminal table, and report.json."""
-
-from edgekit.report.rows import STATUS_MARK, build_rows
-from edgekit.report.table import print_table, render_table
-
-__all__ = ["STATUS_MARK", "build_rows", "print_table", "render_table"]
+"""Reports: rows joined from manifest + benchmarks (``rows``), a terminal table (``table``). Import from the
+submodule: this package ``__init__`` stays empty so ``table`` can be used from low layers."""

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.artifact import FAILED, ArtifactEntry, Manifest, bundle_path, load_manifest
+from edgekit.artifact import FAILED, ArtifactEntry, Manifest, bundle_path, golden_graph, load_manifest
 from edgekit.converters import CONVERTERS
 from edgekit.errors import EdgekitError
 from edgekit.io import folder_holding, sha256_path
 from edgekit.verify.parity import ReferenceData
+from edgekit.verify.tolerances import Tolerance, recorded_tolerance
+from edgekit.verify.variants import combined, side_file_problem
 
 if TYPE_CHECKING:
     from edgekit.converters import ModelSource
@@ -185,12 +187,25 @@ def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, v
         info = conv.inspect(path)
         if "edgekit" not in info.metadata:
             return out | {"status": "failed", "reason": "edgekit metadata is not embedded"}
+        # the tolerance it was verified with, never looser than its recorded spec allows
+        tolerance, note = recorded_tolerance(entry.verification, entry.precision)
         if entry.variants:  # base + LoRA adapters: every variant against its own golden file
-            from edgekit.lora.package import reverify
-
-            parity = reverify(bundle, entry, threads)
+            parity = reverify(bundle, entry, tolerance, threads, verify_artifact)
         else:
-            parity = verify_artifact(conv, path, reference, entry.precision, threads)
+            parity = verify_artifact(conv, path, reference, tolerance, threads)
+        out |= {"reason": note} if note else {}
     except EdgekitError as exc:
         return out | {"status": "failed", "reason": str(exc)}
     return out | {"status": parity["status"], "verification": parity}
+
+
+def reverify(bundle: Path, entry: ArtifactEntry, tolerance: Tolerance, threads: int, verify_artifact) -> dict[str, Any]:
+    """`edgekit verify` of a multi-variant artifact: side files unchanged, every variant on its own golden
+    file (``golden_graph``) within ``tolerance``; the first (base) variant's numbers for the table."""
+    problem = side_file_problem(bundle, entry)  # side and adapter files inside the bundle, as recorded
+    if problem:
+        return {"status": "failed", "method": entry.runtime, "reason": problem}
+    conv, path = CONVERTERS.get(entry.format), bundle_path(bundle, entry.file)
+    results = {v["name"]: verify_artifact(conv, path, golden_reference(bundle, golden_graph(v["name"], entry.graph)),
+                                          tolerance, threads, variant=v["name"]) for v in entry.variants}
+    return combined(results) | {"variants": results}

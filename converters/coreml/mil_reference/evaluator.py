@@ -29,6 +29,7 @@ from edgekit.converters.coreml.mil_reference.precision import (
 from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, find_kernel
 from edgekit.converters.coreml.mil_reference.state import MilState, is_state, state_spec
 from edgekit.errors import require
+from edgekit.converters.coreml._compat import has_own_value_inference, load_milproto
 
 Ref = str | tuple[str, ...]  # the name(s) of the variable(s) an op input reads
 
@@ -38,8 +39,6 @@ def load_program(source: str | Path | Any) -> Any:
     if hasattr(source, "functions"):
         return source
     ct = require("coremltools", "coreml")
-    from edgekit.converters.coreml._compat import load_milproto
-
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_dir():
@@ -118,8 +117,6 @@ def _opset(op: Any) -> int | None:
 
 def _resolve(op: Any) -> Callable[[Any, dict[str, Any]], Any]:
     """The kernel that evaluates ``op``, or a MilEvaluationError saying why there is none."""
-    from edgekit.converters.coreml._compat import has_own_value_inference
-
     if op.blocks:
         raise MilEvaluationError(f"cannot evaluate op {op.op_type} ({op.name}): control flow is not supported")
     fn = find_kernel(op.op_type, _opset(op))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgekit.devices.emulator import EmulatedDevice
+    from adb_emulator.emulator import EmulatedDevice
 
 _GETPROP = '''
 import json, sys

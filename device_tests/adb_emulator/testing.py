@@ -1,5 +1,5 @@
 """Test helpers: a private adb server (own port, HOME and TMPDIR; killed afterwards) and an
-emulated device connected to it. Used by tests/ and device_tests/; no phone needed.
+emulated device connected to it. Used by tests/ and device_tests/ (never shipped in the wheel); no phone needed.
 
     with private_adb_server(), connected_device() as dev:
         bench_on_adb("m.tflite", dev.serial, runner="python", python=sys.executable)
@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from adb_emulator.emulator import EmulatedDevice
 from edgekit.devices.adb import PORT_ENV, AdbError, device_state, run_adb
-from edgekit.devices.emulator import EmulatedDevice
 
 _AVOID = set(range(5037, 5038)) | set(range(5554, 5586))
 

@@ -1,7 +1,7 @@
 """Watches an edgekit process from outside: when it dies inside ``quiet()`` (a native library called
 ``_exit``/``abort``, or it was killed), says so on the original stderr and removes its staging folders.
 
-Run by ``converters/_quiet.py`` as ``python -I _reaper.py`` with a pipe on stdin. Each line is JSON:
+Run by ``edgekit/quiet.py`` as ``python -I _reaper.py`` with a pipe on stdin. Each line is JSON:
 ``{"armed": true, "target": ..., "format": ..., "remove": [[path, is_lock], ...]}`` or ``{"armed": false}``.
 End of input while armed means the process ended mid-write. Standard library only, nothing imported
 from edgekit, so it starts in milliseconds.

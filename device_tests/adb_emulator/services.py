@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekit.devices.emulator import SYNC_DATA_MAX, _Closed, _kill_group, _Reader, _Stream, file_mode
+from adb_emulator.wire import SYNC_DATA_MAX, Closed, Reader, Stream, file_mode, kill_group
 
 if TYPE_CHECKING:
-    from edgekit.devices.emulator import EmulatedDevice
+    from adb_emulator.emulator import EmulatedDevice
 
 SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT, SHELL_CLOSE_STDIN = 0, 1, 2, 3, 4
 
@@ -36,7 +36,7 @@ def _start(device: "EmulatedDevice", command: str, merge_stderr: bool) -> subpro
     return proc
 
 
-def _pump(device: "EmulatedDevice", pipe, stream: _Stream, packet_id: int | None) -> None:
+def _pump(device: "EmulatedDevice", pipe, stream: Stream, packet_id: int | None) -> None:
     """Copy a process pipe to the stream, as shell-v2 packets or (packet_id None) raw bytes."""
     try:
         while True:
@@ -49,13 +49,13 @@ def _pump(device: "EmulatedDevice", pipe, stream: _Stream, packet_id: int | None
                     stream.write(chunk)
                 else:
                     stream.write(struct.pack("<BI", packet_id, len(chunk)) + chunk)
-    except (_Closed, OSError):
+    except (Closed, OSError):
         return
 
 
-def _feed_stdin(stream: _Stream, proc: subprocess.Popen) -> None:
+def _feed_stdin(stream: Stream, proc: subprocess.Popen) -> None:
     """Read shell-v2 packets from the host: stdin data, close-stdin; a host close kills the command."""
-    reader = _Reader(stream)
+    reader = Reader(stream)
     try:
         while True:
             head = reader.read(5)
@@ -66,16 +66,16 @@ def _feed_stdin(stream: _Stream, proc: subprocess.Popen) -> None:
                 proc.stdin.flush()
             elif kind == SHELL_CLOSE_STDIN and proc.stdin:
                 proc.stdin.close()
-    except (_Closed, OSError, ValueError):
+    except (Closed, OSError, ValueError):
         if stream.closed and proc.poll() is None:
-            _kill_group(proc)
+            kill_group(proc)
 
 
 def _exit_byte(code: int) -> int:
     return (128 - code) & 0xFF if code < 0 else code & 0xFF
 
 
-def shell_v2(device: "EmulatedDevice", stream: _Stream, service: str) -> None:
+def shell_v2(device: "EmulatedDevice", stream: Stream, service: str) -> None:
     """``shell,v2,OPTIONS:COMMAND``: stdout as packet 1, stderr as 2, then the exit code as 3."""
     command = service.split(":", 1)[1] if ":" in service else ""
     if not command.strip():
@@ -94,12 +94,12 @@ def shell_v2(device: "EmulatedDevice", stream: _Stream, service: str) -> None:
         t.join()
     device.track(proc, False)
     if device.vanished:
-        raise _Closed("device vanished")
+        raise Closed("device vanished")
     with stream.lock:
         stream.write(struct.pack("<BIB", SHELL_EXIT, 1, _exit_byte(code)))
 
 
-def shell_raw(device: "EmulatedDevice", stream: _Stream, service: str) -> None:
+def shell_raw(device: "EmulatedDevice", stream: Stream, service: str) -> None:
     """``shell:COMMAND`` / ``exec:COMMAND``: stdout and stderr merged, no exit code (protocol v1)."""
     command = service.split(":", 1)[1]
     proc = _start(device, command, merge_stderr=True)
@@ -111,12 +111,12 @@ def shell_raw(device: "EmulatedDevice", stream: _Stream, service: str) -> None:
 
 
 # -- sync ------------------------------------------------------------------------------------
-def _fail(stream: _Stream, message: str) -> None:
+def _fail(stream: Stream, message: str) -> None:
     data = message.encode()
     stream.write(b"FAIL" + struct.pack("<I", len(data)) + data)
 
 
-def _stat(device: "EmulatedDevice", stream: _Stream, path: str) -> None:
+def _stat(device: "EmulatedDevice", stream: Stream, path: str) -> None:
     host = device.host_path(path)
     mode = file_mode(host)
     size = host.stat().st_size if mode else 0
@@ -124,7 +124,7 @@ def _stat(device: "EmulatedDevice", stream: _Stream, path: str) -> None:
     stream.write(b"STAT" + struct.pack("<III", mode, size & 0xFFFFFFFF, mtime))
 
 
-def _list(device: "EmulatedDevice", stream: _Stream, path: str) -> None:
+def _list(device: "EmulatedDevice", stream: Stream, path: str) -> None:
     host = device.host_path(path)
     names = sorted(os.listdir(host)) if host.is_dir() else []
     out = bytearray()
@@ -135,7 +135,7 @@ def _list(device: "EmulatedDevice", stream: _Stream, path: str) -> None:
     stream.write(bytes(out) + b"DONE" + struct.pack("<IIII", 0, 0, 0, 0))
 
 
-def _receive_file(device: "EmulatedDevice", reader: _Reader, tmp: Path) -> tuple[int, str | None]:
+def _receive_file(device: "EmulatedDevice", reader: Reader, tmp: Path) -> tuple[int, str | None]:
     """Consume DATA chunks until DONE; return (mtime, error). Keeps reading after an error."""
     error: str | None = None
     with open(tmp, "wb") as fh:
@@ -144,7 +144,7 @@ def _receive_file(device: "EmulatedDevice", reader: _Reader, tmp: Path) -> tuple
             if kind == b"DONE":
                 return length, error
             if kind != b"DATA" or length > SYNC_DATA_MAX:
-                raise _Closed(f"bad sync message {kind!r} ({length} bytes) during SEND")
+                raise Closed(f"bad sync message {kind!r} ({length} bytes) during SEND")
             data = reader.read(length)
             if error:
                 continue
@@ -156,7 +156,7 @@ def _receive_file(device: "EmulatedDevice", reader: _Reader, tmp: Path) -> tuple
             device.bytes_written += len(data)
 
 
-def _send(device: "EmulatedDevice", stream: _Stream, reader: _Reader, spec: str) -> None:
+def _send(device: "EmulatedDevice", stream: Stream, reader: Reader, spec: str) -> None:
     path, _, mode_text = spec.rpartition(",")
     host = device.host_path(path)
     tmp = host.with_name(f".{host.name}.part")
@@ -177,7 +177,7 @@ def _send(device: "EmulatedDevice", stream: _Stream, reader: _Reader, spec: str)
     stream.write(b"OKAY" + struct.pack("<I", 0))
 
 
-def _recv(device: "EmulatedDevice", stream: _Stream, path: str) -> None:
+def _recv(device: "EmulatedDevice", stream: Stream, path: str) -> None:
     host = device.host_path(path)
     if not host.is_file():
         return _fail(stream, f"open failed: No such file or directory: {path}")
@@ -195,9 +195,9 @@ _SYNC_REQUESTS = {
 }
 
 
-def sync(device: "EmulatedDevice", stream: _Stream, service: str) -> None:
+def sync(device: "EmulatedDevice", stream: Stream, service: str) -> None:
     """``sync:``: requests are 4-byte id + length + payload, independent of WRTE boundaries."""
-    reader = _Reader(stream)
+    reader = Reader(stream)
     while True:
         kind, length = reader.message()
         if kind == b"QUIT":

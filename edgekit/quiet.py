@@ -1,4 +1,6 @@
-"""Silence the chatty native and Python logging of converter libraries; keep it for errors."""
+"""Silence the chatty native and Python logging of converter libraries (and of torch while it reads a .pt2);
+keep it for errors. A watcher process (``_reaper.py``) removes a conversion's staging files if native code
+ends the process while quiet."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
+
+from edgekit.io import live_paths, live_writes
 
 _QUIET_LOGGERS = ("coremltools", "absl", "torch.onnx", "onnxscript", "litert_torch", "jax", "root")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -89,8 +93,6 @@ class _Watcher:
 
     def arm(self, stderr_fd: int) -> None:
         self._depth += 1
-        from edgekit.io import live_writes, live_paths
-
         targets = live_writes()
         target = targets[-1] if targets else None
         self._send({"armed": True, "target": str(target) if target else None,
@@ -122,10 +124,12 @@ class _Watcher:
             self._failed = True
 
 
-def _format_of(target: Path) -> str:
-    from edgekit.converters import CONVERTERS
+FORMAT_SUFFIXES: dict[str, str] = {}  # artifact suffix → format name, filled by ``register_converter``
 
-    return next((n for n in CONVERTERS if target.name.endswith(CONVERTERS.get(n).suffix)), target.suffix.lstrip("."))
+
+def _format_of(target: Path) -> str:
+    return next((fmt for suffix, fmt in FORMAT_SUFFIXES.items() if target.name.endswith(suffix)),
+                target.suffix.lstrip("."))
 
 
 _WATCHER = _Watcher()

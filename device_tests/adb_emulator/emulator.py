@@ -8,7 +8,7 @@ is rewritten both ways); ``getprop`` and ``dumpsys`` answer from tables. Faults 
 disconnect mid-run, full disk, noexec storage) are switched on by constructor arguments.
 
 For tests only: it runs every shell command it receives on this machine, so it listens on
-127.0.0.1 and nowhere else. Usually used through ``edgekit.devices.testing.connected_device``:
+127.0.0.1 and nowhere else. Usually used through ``adb_emulator.testing.connected_device``:
 
     with EmulatedDevice(props={"ro.soc.model": "SM8650"}) as dev:
         run_adb(["connect", dev.serial])
@@ -20,30 +20,22 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-A_CNXN, A_AUTH, A_OPEN, A_OKAY = 0x4E584E43, 0x48545541, 0x4E45504F, 0x59414B4F
-A_CLSE, A_WRTE = 0x45534C43, 0x45545257
-A_VERSION = 0x01000001
-MAX_PAYLOAD = 256 * 1024
-SYNC_DATA_MAX = 64 * 1024
-AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
+from adb_emulator import services, tools
+from adb_emulator.wire import (A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, AUTH_SIGNATURE, AUTH_TOKEN,
+                               MAX_PAYLOAD, Closed, Stream, kill_group, packet, recv_exact)
+
 DEVICE_TMP = "/data/local/tmp"
 FEATURES = "shell_v2,cmd,fixed_push_mkdir"
 _HOST_ABI = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64-v8a", "arm64": "arm64-v8a"}
 _ADB_PORT_RANGE = range(5554, 5586)  # the adb server probes these for emulators
-
-
-class _Closed(Exception):
-    """The stream or the connection went away."""
 
 
 def _default_props() -> dict[str, str]:
@@ -57,90 +49,12 @@ def _default_props() -> dict[str, str]:
     }
 
 
-def _packet(cmd: int, arg0: int, arg1: int, data: bytes = b"") -> bytes:
-    header = struct.pack("<6I", cmd, arg0, arg1, len(data), sum(data) & 0xFFFFFFFF, cmd ^ 0xFFFFFFFF)
-    return header + data
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise _Closed("peer closed the connection")
-        buf += chunk
-    return bytes(buf)
-
-
-class _Stream:
-    """One adb stream: ``write`` waits for the host's OKAY before each WRTE; ``read`` returns payloads."""
-
-    def __init__(self, conn: "_Connection", local: int, remote: int) -> None:
-        self.conn, self.local, self.remote = conn, local, remote
-        self.ready = threading.Event()
-        self.ready.set()
-        self.closed = False
-        self.lock = threading.Lock()  # whole logical messages, never interleaved
-        self.inbox: list[bytes | None] = []
-        self.cond = threading.Condition()
-
-    def write(self, data: bytes, okay_timeout: float = 60.0) -> None:
-        step = self.conn.max_payload
-        for start in range(0, len(data), step):
-            deadline = time.monotonic() + okay_timeout
-            while not self.ready.wait(0.2):
-                if self.closed or self.conn.dead or time.monotonic() > deadline:
-                    raise _Closed("stream closed (or the host stopped acknowledging)")
-            if self.closed:
-                raise _Closed("stream closed")
-            self.ready.clear()
-            self.conn.send(_packet(A_WRTE, self.local, self.remote, data[start:start + step]))
-
-    def read(self) -> bytes | None:
-        with self.cond:
-            while not self.inbox:
-                self.cond.wait()
-            return self.inbox.pop(0)
-
-    def deliver(self, data: bytes | None) -> None:
-        with self.cond:
-            self.inbox.append(data)
-            self.cond.notify()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.conn.streams.pop(self.local, None)
-            self.deliver(None)  # wake a thread still waiting to read from this stream
-            self.conn.send(_packet(A_CLSE, self.local, self.remote))
-
-
-class _Reader:
-    """Reads exact byte counts from a stream whose WRTE payloads do not align with messages."""
-
-    def __init__(self, stream: _Stream) -> None:
-        self.stream, self.buf = stream, bytearray()
-
-    def read(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.stream.read()
-            if chunk is None:
-                raise _Closed("stream closed by the host")
-            self.buf += chunk
-        out, self.buf = bytes(self.buf[:n]), self.buf[n:]
-        return out
-
-    def message(self) -> tuple[bytes, int]:
-        head = self.read(8)
-        return head[:4], struct.unpack("<I", head[4:])[0]
-
-
 class _Connection:
     """One TCP connection from the adb server: the handshake, then streams multiplexed on it."""
 
     def __init__(self, device: "EmulatedDevice", sock: socket.socket) -> None:
         self.device, self.sock = device, sock
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, Stream] = {}
         self.next_id, self.max_payload, self.dead = 1, MAX_PAYLOAD, False
         self.send_lock = threading.Lock()
 
@@ -149,16 +63,16 @@ class _Connection:
             try:
                 self.sock.sendall(data)
             except OSError as exc:
-                raise _Closed(str(exc)) from None
+                raise Closed(str(exc)) from None
 
     def serve(self) -> None:
         try:
             while True:
-                cmd, arg0, arg1, length, _sum, magic = struct.unpack("<6I", _recv_exact(self.sock, 24))
+                cmd, arg0, arg1, length, _sum, magic = struct.unpack("<6I", recv_exact(self.sock, 24))
                 if magic != cmd ^ 0xFFFFFFFF:
-                    raise _Closed("bad packet magic")
-                self._dispatch(cmd, arg0, arg1, _recv_exact(self.sock, length) if length else b"")
-        except (_Closed, OSError):
+                    raise Closed("bad packet magic")
+                self._dispatch(cmd, arg0, arg1, recv_exact(self.sock, length) if length else b"")
+        except (Closed, OSError):
             pass
         finally:
             self.drop()
@@ -179,9 +93,9 @@ class _Connection:
             A_CNXN: lambda: self._greet(arg1),
             A_AUTH: lambda: self._auth(arg0),
             A_OPEN: lambda: self._open(arg0, data.rstrip(b"\0").decode("utf-8", "replace")),
-            A_OKAY: lambda: self._stream_packet(cmd, arg1, data),
-            A_WRTE: lambda: self._stream_packet(cmd, arg1, data),
-            A_CLSE: lambda: self._stream_packet(cmd, arg1, data),
+            A_OKAY: lambda: self._streampacket(cmd, arg1, data),
+            A_WRTE: lambda: self._streampacket(cmd, arg1, data),
+            A_CLSE: lambda: self._streampacket(cmd, arg1, data),
         }
         handler = handlers.get(cmd)
         if handler is not None:  # others (STLS, SYNC) are not spoken by this device: ignored
@@ -190,47 +104,47 @@ class _Connection:
     def _greet(self, host_max_payload: int) -> None:
         self.max_payload = max(4096, min(host_max_payload or MAX_PAYLOAD, MAX_PAYLOAD))
         if self.device.auth in ("reject", "accept"):
-            self.send(_packet(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
+            self.send(packet(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
         else:
-            self.send(_packet(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode()))
+            self.send(packet(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode()))
 
     def _auth(self, kind: int) -> None:
         if self.device.auth == "accept" and kind == AUTH_SIGNATURE:
-            self.send(_packet(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode()))
+            self.send(packet(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode()))
         elif kind == AUTH_SIGNATURE:  # "reject": ask again; the host then offers its public key
-            self.send(_packet(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
+            self.send(packet(A_AUTH, AUTH_TOKEN, 0, os.urandom(20)))
         # AUTH_RSAPUBLICKEY: the user never taps "Allow", so the device stays unauthorized.
 
     def _open(self, remote: int, service: str) -> None:
         handler = self.device.service_handler(service)
         self.device.events.append(("open", service))
         if handler is None:
-            self.send(_packet(A_CLSE, 0, remote))
+            self.send(packet(A_CLSE, 0, remote))
             return
         local, self.next_id = self.next_id, self.next_id + 1
-        stream = self.streams[local] = _Stream(self, local, remote)
-        self.send(_packet(A_OKAY, local, remote))
+        stream = self.streams[local] = Stream(self, local, remote)
+        self.send(packet(A_OKAY, local, remote))
         threading.Thread(target=self._run_service, args=(handler, stream, service), daemon=True).start()
 
-    def _run_service(self, handler, stream: _Stream, service: str) -> None:
+    def _run_service(self, handler, stream: Stream, service: str) -> None:
         try:
             handler(stream, service)
-        except _Closed:
+        except Closed:
             pass
         finally:
             try:
                 stream.close()
-            except _Closed:
+            except Closed:
                 pass
 
-    def _stream_packet(self, cmd: int, local: int, data: bytes) -> None:
+    def _streampacket(self, cmd: int, local: int, data: bytes) -> None:
         stream = self.streams.get(local)
         if stream is None:
             return
         if cmd == A_OKAY:
             stream.ready.set()
         elif cmd == A_WRTE:
-            self.send(_packet(A_OKAY, stream.local, stream.remote))
+            self.send(packet(A_OKAY, stream.local, stream.remote))
             stream.deliver(data)
         else:  # CLSE from the host
             stream.closed = True
@@ -274,10 +188,8 @@ class EmulatedDevice:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "EmulatedDevice":
-        from edgekit.devices import _emulator_tools
-
         self.sandbox.mkdir(parents=True, exist_ok=True)
-        _emulator_tools.install(self)
+        tools.install(self)
         self._listener = _listen_outside_adb_range()
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept_loop, daemon=True).start()
@@ -311,7 +223,7 @@ class EmulatedDevice:
         for conn in list(self._conns):
             conn.drop()
         for proc in list(self._procs):
-            _kill_group(proc)
+            kill_group(proc)
 
     def stop(self) -> None:
         self.vanish()
@@ -340,9 +252,7 @@ class EmulatedDevice:
         return data.replace(str(self.sandbox).encode(), DEVICE_TMP.encode())
 
     def service_handler(self, service: str):
-        from edgekit.devices import _emulator_services as svc
-
-        for prefix, handler in svc.SERVICES:
+        for prefix, handler in services.SERVICES:
             if service.startswith(prefix):
                 return lambda stream, s: handler(self, stream, s)
         return None
@@ -376,19 +286,4 @@ def _listen_outside_adb_range() -> socket.socket:
     raise RuntimeError("could not find a free loopback port outside 5554-5585")
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def file_mode(path: Path) -> int:
-    """The st_mode the sync service reports, 0 when the path does not exist."""
-    try:
-        return os.stat(path).st_mode
-    except OSError:
-        return 0
-
-
-__all__ = ["EmulatedDevice", "DEVICE_TMP", "FEATURES", "file_mode"]
+__all__ = ["EmulatedDevice", "DEVICE_TMP", "FEATURES"]
