@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from edgekit.adapter_bundle import package_adapters
-from edgekit.bench.host import bench_bundle
+from edgekit.benchmarking.host import bench_bundle
 from edgekit.lora import AdaptOptions, adapt_checkpoint
 from edgekit.verify.bundle import golden_reference
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.bench.stats import time_interleaved
+from edgekit.benchmarking.stats import time_interleaved
 from edgekit.conversion import convert_model
 from edgekit.converters import CONVERTERS, RunnerUnavailable
 from edgekit.quant import QuantSpec

@@ -8,8 +8,6 @@ user extends (``CONVERTERS``, ``FAMILIES``, ``DATASETS``, ``DOMAINS``, ``DEVICE_
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -23,24 +21,9 @@ _PUBLIC = {
     **dict.fromkeys(["CONVERTERS", "Converter", "register_converter"], "edgekit.converters"),
     **dict.fromkeys(["FAMILIES", "EdgeModel"], "edgekit.models"), "register_family": "edgekit.models.base",
     "DATASETS": "edgekit.data", "DOMAINS": "edgekit.lora.domains",
-    **dict.fromkeys(["DEVICE_BENCHES", "DEVICE_LISTERS", "DeviceBackend"], "edgekit.bench.targets"),
+    **dict.fromkeys(["DEVICE_BENCHES", "DEVICE_LISTERS", "DeviceBackend"], "edgekit.benchmarking.targets"),
 }
 __all__ = ["__version__", *_PUBLIC]
-
-
-class _Face(types.ModuleType):
-    """``edgekit`` itself. The verbs ``train`` and ``bench`` share their names with the subpackages
-    ``edgekit/train/`` and ``edgekit/bench/``; importing one of those would set ``edgekit.train`` to the package
-    (so the second ``edgekit.train(...)`` would call a module). That attribute is not kept: the verb stays, and
-    the subpackage stays importable by its full name (``from edgekit.train import ...``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _PUBLIC and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Face
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from edgekit.artifact import (BASE, FAILED, ArtifactEntry, Manifest, artifact_metadata, bundle_lock, golden_graph,
                               record_entries)
 from edgekit.checkpoint import Checkpoint, load_checkpoint
-from edgekit.conversion import io_spec, manifest_for, verify_artifact, write_entry, write_golden
+from edgekit.conversion import io_spec, manifest_for, write_entry, write_golden
 from edgekit.converters.base import CONVERTERS, Converter
 from edgekit.errors import EdgekitError
 from edgekit.graph import ModelSource, NamedGraph
@@ -30,6 +30,7 @@ from edgekit.lora.fold import export_variant, fold_batchnorm
 from edgekit.quant.plan import QuantPlan
 from edgekit.quant.spec import QuantSpec
 from edgekit.sources import graph_sources, load_source, reference_for
+from edgekit.verify.bundle import verify_artifact
 from edgekit.verify.parity import ReferenceData
 from edgekit.verify.tolerances import tolerance_for
 from edgekit.verify.variants import combined

@@ -26,7 +26,7 @@ from edgekit.graph import Runner, RunnerUnavailable
 from edgekit.quant import QuantSpec
 
 if TYPE_CHECKING:
-    from edgekit.bench.result import BenchResult
+    from edgekit.benchmarking.result import BenchResult
     from edgekit.models import EdgeModel
     from edgekit.pipeline import RunOutcome
     from edgekit.recipe import Recipe
@@ -106,8 +106,8 @@ class Bundle:
         ``device="host"`` times each artifact here on its golden inputs; ``"adb"`` / ``"adb:SERIAL"`` runs the
         bundle's artifacts on that device with ``options`` (``edgekit.devices.adb_bench.AdbBenchOptions``).
         threads, warmup and runs default to 2, 20 and 200, as in the CLI; with ``options`` they may be left out."""
-        from edgekit.bench.host import bench_bundle
-        from edgekit.bench.targets import bench_on_device, device_options, parse_device
+        from edgekit.benchmarking.host import bench_bundle
+        from edgekit.benchmarking.targets import bench_on_device, device_options, parse_device
         from edgekit.report.rows import build_rows
         from edgekit.verify.bundle import golden_reference
 
@@ -229,7 +229,7 @@ def train(recipe: str | Path | Recipe, out: str | Path | None = None, *, overwri
     """Train a recipe (a bundled name, a .toml path or a loaded ``Recipe``) into ``out/checkpoint`` (default
     ``runs/<name>``)."""
     from edgekit.io import check_output_dir
-    from edgekit.train import train_recipe
+    from edgekit.training.run import train_recipe
 
     loaded = load_recipe(recipe)
     out = _run_folder(loaded, out)
@@ -295,7 +295,7 @@ def bench_graph(model: EdgeModel, graph: str = "", *, formats: Sequence[str] = (
     exception (one bad point must not lose a sweep)."""
     import tempfile
 
-    from edgekit.bench.seq import measure_graph, torch_latency
+    from edgekit.benchmarking.seq import measure_graph, torch_latency
     from edgekit.converters import CONVERTERS
 
     graphs = model.export_graphs() if hasattr(model, "export_graphs") else []
@@ -338,7 +338,7 @@ def bench(target: str | Path, *, device: str = "host", threads: int | None = Non
     source model gives the PyTorch row when it may be loaded (``source``: a checkpoint or .pt2 whose sha256 is the
     recorded one). ``device="adb"`` / ``"adb:SERIAL"`` (any registered ``edgekit.DEVICE_BENCHES`` backend) runs
     them there with ``options`` (its options object). ``out`` also writes the JSON report (checked first)."""
-    from edgekit.bench.targets import bench_on_device, device_options, parse_device
+    from edgekit.benchmarking.targets import bench_on_device, device_options, parse_device
     from edgekit.io import check_output_dir
     from edgekit.pipeline import write_report
     from edgekit.report.rows import build_rows
@@ -354,7 +354,7 @@ def bench(target: str | Path, *, device: str = "host", threads: int | None = Non
                                "threads, warmup and runs")
         given = {"threads": threads, "warmup": warmup, "runs": runs}
         timing = {k: {"threads": 2, "warmup": 20, "runs": 200}[k] if v is None else v for k, v in given.items()}
-        _check_timing("edgekit.bench", **timing)
+        _check_timing("edgekit.benchmarking", **timing)
         results, manifest, reference = _bench_host(target, source, timing)
     else:
         chosen = device_options(device, options, threads=threads, warmup=warmup, runs=runs)
@@ -377,8 +377,8 @@ def _bench_host(target: Path, source: str | Path | None,
                 timing: dict[str, int]) -> tuple[list[BenchResult], Manifest | None, ReferenceData | None]:
     """A bundle (every artifact) or one artifact file on this machine, after the PyTorch row where allowed."""
     from edgekit.artifact import MANIFEST
-    from edgekit.bench.host import bench_artifact, bench_bundle
-    from edgekit.bench.targets import refused
+    from edgekit.benchmarking.host import bench_artifact, bench_bundle
+    from edgekit.benchmarking.targets import refused
     from edgekit.verify.bundle import golden_reference
 
     is_bundle = target.is_dir() and (target / MANIFEST).is_file()
@@ -399,7 +399,7 @@ def _bench_host(target: Path, source: str | Path | None,
 def _torch_row(bundle: Path, manifest: Manifest | None, reference: ReferenceData | None,
                source: str | Path | None, timing: dict[str, int]) -> BenchResult | None:
     """PyTorch eager on the bundle's source model, when it may be loaded (``verify.bundle.trusted_source``)."""
-    from edgekit.bench.host import bench_torch
+    from edgekit.benchmarking.host import bench_torch
     from edgekit.progress import status
     from edgekit.verify.bundle import trusted_source
 

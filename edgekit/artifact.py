@@ -27,6 +27,15 @@ def golden_graph(variant: str, graph: str = "") -> str:
     return graph if variant == BASE else "_".join(filter(None, [variant, graph]))
 
 
+GOLDEN = "golden.npz"  # a few reference inputs/outputs for apps' own tests and `edgekit verify`
+GOLDEN_SAMPLES = 16
+
+
+def golden_name(graph: str = "") -> str:
+    """``golden.npz`` for a model's only graph, ``golden_<graph>.npz`` for each graph of a sequence model."""
+    return f"golden_{graph}.npz" if graph else GOLDEN
+
+
 @dataclass
 class ArtifactEntry:
     """One artifact of a bundle and what is known about it."""

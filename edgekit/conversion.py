@@ -10,22 +10,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.artifact import (EXPORTED, FAILED, MANIFEST, VERIFIED, ArtifactEntry, Manifest, artifact_metadata,
-                              bundle_lock, bundle_path, load_manifest, record_entries)
-from edgekit.converters import CONVERTERS, Converter, ModelSource, RunnerUnavailable
+from edgekit.artifact import (EXPORTED, FAILED, GOLDEN_SAMPLES, MANIFEST, VERIFIED, ArtifactEntry, Manifest,
+                              artifact_metadata, bundle_lock, bundle_path, golden_name, load_manifest, record_entries)
+from edgekit.converters import CONVERTERS, Converter, ModelSource
 from edgekit.errors import EdgekitError
 from edgekit.io import (ARTIFACT, atomic_output, check_output_dir, hold_interrupts, remove_stale_staging, sha256_path,
                         size_bytes)
 from edgekit.progress import progress_bar
 from edgekit.quant.plan import QuantPlan, plan_quantization
 from edgekit.quant.spec import QuantSpec
-from edgekit.verify.parity import MIL_REFERENCE, ReferenceData, compare
-from edgekit.verify.tolerances import Tolerance, tolerance_for
+from edgekit.verify.bundle import verify_artifact
+from edgekit.verify.parity import ReferenceData
+from edgekit.verify.tolerances import tolerance_for
 from edgekit.versions import tool_versions
-
-GOLDEN = "golden.npz"  # a few reference inputs/outputs for apps' own tests and `edgekit verify`
-GOLDEN_SAMPLES = 16
-
 
 class VerificationFailed(EdgekitError):
     """An artifact ran but disagreed with PyTorch beyond the tolerance."""
@@ -211,21 +208,6 @@ def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
     return entry
 
 
-def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, tolerance: Tolerance,
-                    threads: int, variant: str | None = None) -> dict[str, Any]:
-    """Run the artifact (its graph ``variant``, for an ``export_many`` artifact) in its runtime on the
-    reference inputs and compare with PyTorch within ``tolerance`` (recorded in the result as the one used)."""
-    run = conv.runner(path, threads, variant)
-    if isinstance(run, RunnerUnavailable):
-        reference_run = conv.reference_runner(path, variant)
-        if reference_run is None:
-            return {"status": f"not run: {run.reason}", "method": conv.runtime, "loads": True,
-                    "tolerance": tolerance.to_dict()}
-        result = compare(reference_run, reference, tolerance, method=MIL_REFERENCE)
-        return result | {"runtime": f"not run: {run.reason}"}
-    return compare(run, reference, tolerance, method=conv.runtime)
-
-
 def _failure_text(fmt: str, v: dict[str, Any]) -> str:
     if v.get("problems"):  # degenerate cases (NaN, no inputs, constant reference) fail whatever the numbers
         return f"{fmt} artifact fails verification: {'; '.join(v['problems'])}"
@@ -256,11 +238,6 @@ def _check_io(fmt: str, info, source: ModelSource) -> None:
     got = [tuple(t.shape) for t in info.inputs]
     if got != want:
         raise EdgekitError(f"{fmt} artifact has input shapes {got}; the model takes {want}")
-
-
-def golden_name(graph: str = "") -> str:
-    """``golden.npz`` for a model's only graph, ``golden_<graph>.npz`` for each graph of a sequence model."""
-    return f"golden_{graph}.npz" if graph else GOLDEN
 
 
 def write_golden(bundle: Path, reference: ReferenceData, graph: str = "") -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 from edgekit.adapter_bundle import package_adapters, unsupported
 from edgekit.artifact import FAILED, Manifest
-from edgekit.bench.host import bench_bundle, bench_torch
-from edgekit.bench.result import BenchResult
+from edgekit.benchmarking.host import bench_bundle, bench_torch
+from edgekit.benchmarking.result import BenchResult
 from edgekit.converters.base import CONVERTERS, ModelSource
 from edgekit.conversion import convert_graphs
 from edgekit.io import atomic_write_text, check_output_dir
@@ -20,7 +20,7 @@ from edgekit.progress import status
 from edgekit.recipe import BenchSpec, Recipe
 from edgekit.report.rows import build_rows
 from edgekit.sources import graph_sources, load_source, reference_for
-from edgekit.train import train_recipe
+from edgekit.training.run import train_recipe
 from edgekit.verify import ReferenceData
 from edgekit.verify.bundle import golden_reference
 

@@ -12,8 +12,10 @@ from edgekit.config import check_kwargs, check_options, dataclass_from_dict
 from edgekit.converters import CONVERTERS
 from edgekit.data import DATASETS
 from edgekit.errors import EdgekitError
+from edgekit.lora.domains import DOMAINS
 from edgekit.models import FAMILIES
 from edgekit.quant.spec import QuantSpec
+from edgekit.training.augment import AUGMENTATIONS
 
 
 @dataclass(frozen=True)
@@ -169,8 +171,6 @@ def _read_tables(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 def _check_references(recipe: Recipe, where: str) -> None:
     """Check the names a recipe refers to: dataset, family, augmentation, formats, precision."""
-    from edgekit.train.augment import AUGMENTATIONS  # importing edgekit.train here at the top would be a cycle
-
     source = _required(recipe.data, "source", f"{where}: data", DATASETS.names())
     check_kwargs(DATASETS.get(source), recipe.data_options(), f"{where}: data")
     family = _required(recipe.model, "family", f"{where}: model", FAMILIES.names())
@@ -186,8 +186,6 @@ def _check_references(recipe: Recipe, where: str) -> None:
 
 
 def _check_adapt(adapt: AdaptSpec, where: str) -> None:
-    from edgekit.lora.domains import DOMAINS
-
     if adapt.domain and adapt.data:
         raise EdgekitError(f"{where}: give domain or data, not both")
     if adapt.domain:

@@ -257,7 +257,7 @@ def test_python_api_benches_a_bundle_on_the_device(device, tmp_path):
 
 
 def test_adb_backend_registers_without_the_command_line():
-    code = ("import sys; from edgekit.bench.targets import DEVICE_BENCHES, DEVICE_LISTERS; "
+    code = ("import sys; from edgekit.benchmarking.targets import DEVICE_BENCHES, DEVICE_LISTERS; "
             "print(DEVICE_BENCHES.names(), DEVICE_LISTERS.names(), "
             "any(m.startswith('edgekit.commands') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

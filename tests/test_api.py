@@ -123,14 +123,14 @@ def test_every_public_name_resolves_and_registries_hold_the_built_ins():
     assert callable(edgekit.register_converter) and callable(edgekit.register_family)
 
 
-def test_verbs_stay_verbs_after_their_same_named_subpackages_are_imported():
-    import edgekit.bench.targets  # noqa: F401  (sets edgekit.bench / edgekit.train to the packages, normally)
-    import edgekit.train.run  # noqa: F401
-    from edgekit.train import train_recipe  # the subpackages still import by their full names
+def test_verbs_and_subpackages_do_not_share_names():
+    """The verbs edgekit.train / edgekit.bench are not shadowed by subpackages (those are training/, benchmarking/)."""
+    import edgekit.benchmarking.targets as targets
+    import edgekit.training.run  # noqa: F401
 
-    assert callable(train_recipe)
-    assert edgekit.train.__name__ == "train" and edgekit.bench.__name__ == "bench"
+    assert callable(edgekit.train) and callable(edgekit.bench)
     assert edgekit.train.__module__ == edgekit.bench.__module__ == "edgekit.api"
+    assert targets.DEVICE_BENCHES is edgekit.DEVICE_BENCHES
 
 
 def test_load_recipe_accepts_a_name_a_path_or_a_recipe(tmp_path):

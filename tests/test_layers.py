@@ -20,18 +20,18 @@ LAYERS: list[tuple[str, ...]] = [
     # 0 foundation: no edgekit imports above it
     ("edgekit.errors", "edgekit.registry", "edgekit.config", "edgekit.progress", "edgekit.versions",
      "edgekit.debuglog", "edgekit.io", "edgekit.outdir", "edgekit.artifact", "edgekit.graph", "edgekit.quant.spec",
-     "edgekit.quiet", "edgekit._reaper", "edgekit.bench.stats", "edgekit.bench.result", "edgekit.report.table",
+     "edgekit.quiet", "edgekit._reaper", "edgekit.benchmarking.stats", "edgekit.benchmarking.result", "edgekit.report.table",
      "edgekit.verify.tolerances"),
     # 1 the model side: families, data, checkpoints, .pt2 reading, numeric parity
     ("edgekit.models", "edgekit.data", "edgekit.checkpoint", "edgekit.pt2", "edgekit.verify.parity",
-     "edgekit.verify", "edgekit.train.augment", "edgekit.train.tasks"),
+     "edgekit.verify", "edgekit.training.augment", "edgekit.training.tasks"),
     # 2 formats and quantization
     ("edgekit.converters", "edgekit.quant"),
     # 3 using artifacts: sources, bundle verification, benchmarks, reports, devices
-    ("edgekit.sources", "edgekit.verify.bundle", "edgekit.verify.variants", "edgekit.bench", "edgekit.report",
+    ("edgekit.sources", "edgekit.verify.bundle", "edgekit.verify.variants", "edgekit.benchmarking", "edgekit.report",
      "edgekit.devices", "edgekit.generate"),
     # 4 training and specialization, recipes
-    ("edgekit.lora", "edgekit.train", "edgekit.recipe"),
+    ("edgekit.lora", "edgekit.training", "edgekit.recipe"),
     # 5 orchestration: conversion into bundles, the pipeline, the public API
     ("edgekit.conversion", "edgekit.adapter_bundle", "edgekit.pipeline", "edgekit.npu", "edgekit.api"),
     # 6 the command line
@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 # whatever their layer, these never import from the modules named beside them
 NEVER = {
-    ("edgekit.verify", "edgekit.bench", "edgekit.converters", "edgekit.quant"):
+    ("edgekit.verify", "edgekit.benchmarking", "edgekit.converters", "edgekit.quant"):
         ("edgekit.lora", "edgekit.commands", "edgekit.conversion", "edgekit.pipeline", "edgekit.api"),
 }
 # where an edgekit import inside a function is fine: CLI start-up time, the lazy public face
@@ -165,3 +165,13 @@ def test_edgekit_imports_inside_functions_only_where_start_up_needs_them() -> No
 def test_the_checker_sees_imports(module: str) -> None:
     """Guards the test itself: known edges are found, so an empty violation list means something."""
     assert any(t == "edgekit.errors" for t, _, _ in EDGES[module]), EDGES[module]
+
+
+def test_every_package_folder_is_installed() -> None:
+    """pyproject lists packages by hand (converters/ installs as edgekit.converters): a folder missing there
+    would import here, from the source tree, and be absent from a wheel or a fresh install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {m for m, path in MODULES.items() if path.name == "__init__.py"}
+    assert folders - listed == set()

@@ -13,7 +13,7 @@ from edgekit.data import load_dataset
 from edgekit.errors import EdgekitError
 from edgekit.models import create_model
 from edgekit.models.ssm import ssd_chunked, ssm_scan_reference
-from edgekit.train.tasks import TASKS
+from edgekit.training.tasks import TASKS
 
 TINY = {"d_model": 32, "n_layers": 2, "head_dim": 16, "d_state": 8, "chunk": 16, "export_lengths": [40]}
 
@@ -121,7 +121,7 @@ def test_basic_motions_keeps_the_official_test_split():
 
 def test_lm_training_lowers_bits_per_byte(tmp_path):
     from edgekit.recipe import TrainSpec
-    from edgekit.train import train_model
+    from edgekit.training.loop import train_model
 
     data = load_dataset("python_stdlib_bytes", seq_len=32, train_bytes=16384, eval_bytes=2048)
     model = create_model("ssm", {"head": "byte_lm", **TINY})

@@ -33,7 +33,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 @command("bench", "time artifacts in their runtimes (host, or a phone over adb)", configure)
 def run(args: argparse.Namespace) -> int:
-    from edgekit.bench.targets import parse_device
+    from edgekit.benchmarking.targets import parse_device
 
     if args.out:
         from edgekit.io import check_output_dir
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _bench_host(target: Path, args: argparse.Namespace):
     from edgekit.artifact import load_manifest
-    from edgekit.bench.host import bench_artifact, bench_bundle, bench_torch
+    from edgekit.benchmarking.host import bench_artifact, bench_bundle, bench_torch
     from edgekit.verify.bundle import golden_reference
 
     opts = dict(threads=args.threads, warmup=args.warmup, runs=args.runs)
@@ -99,7 +99,7 @@ def _torch_baseline(bundle: Path, manifest, reference, args: argparse.Namespace,
 
 def _refusal(bundle: Path, manifest, name: str, where: str):
     """A failed row for the manifest's artifact ``name`` when its file is not the one verified, else None."""
-    from edgekit.bench.targets import refused
+    from edgekit.benchmarking.targets import refused
 
     return refused(bundle, manifest, name, where)
 
@@ -125,7 +125,7 @@ def _random_inputs(fmt: str, path: Path) -> list[np.ndarray]:
 def _bench_device(backend: str, serial: str | None, target: Path, args: argparse.Namespace):
     """Each runnable artifact (a file, or a bundle's artifacts that the options run) on a device backend:
     the flags become the backend's options object, the library does the rest."""
-    from edgekit.bench.targets import bench_on_device
+    from edgekit.benchmarking.targets import bench_on_device
     from edgekit.commands.devices import bench_options
 
     results, manifest = bench_on_device(target, f"{backend}:{serial}" if serial else backend,

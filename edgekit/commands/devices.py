@@ -86,7 +86,7 @@ def adb_options(args: argparse.Namespace) -> Any:
 
 def bench_options(backend: str, args: argparse.Namespace) -> Any:
     """The options object of device ``backend`` from the bench command's flags."""
-    from edgekit.bench.targets import device_options
+    from edgekit.benchmarking.targets import device_options
 
     if backend in FLAG_OPTIONS:
         return FLAG_OPTIONS.get(backend)(args)

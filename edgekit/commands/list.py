@@ -51,7 +51,7 @@ def _domains() -> list[dict[str, str]]:
 
 @LISTINGS.register("augmentations")
 def _augmentations() -> list[dict[str, str]]:
-    from edgekit.train.augment import AUGMENTATIONS
+    from edgekit.training.augment import AUGMENTATIONS
 
     return [{"name": n, "description": (AUGMENTATIONS.get(n).__doc__ or "").strip().splitlines()[0] if AUGMENTATIONS.get(n).__doc__ else ""}
             for n in AUGMENTATIONS]
@@ -60,7 +60,7 @@ def _augmentations() -> list[dict[str, str]]:
 @LISTINGS.register("devices")
 def _devices() -> list[dict[str, str]]:
     rows = [{"name": "host", "description": "this machine: PyTorch, ONNX Runtime, LiteRT interpreter"}]
-    from edgekit.bench.targets import DEVICE_LISTERS
+    from edgekit.benchmarking.targets import DEVICE_LISTERS
 
     for name in DEVICE_LISTERS:
         rows += DEVICE_LISTERS.get(name)()

@@ -21,7 +21,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.io import check_output_dir
     from edgekit.recipe import load_recipe
-    from edgekit.train import train_recipe
+    from edgekit.training.run import train_recipe
 
     recipe = load_recipe(args.recipe)
     out = check_output_dir(args.out or Path("runs") / recipe.name, "run", args.overwrite)  # before training

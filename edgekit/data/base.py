@@ -65,7 +65,7 @@ class Dataset:
     labels: list[str]
     preprocessing: Preprocessing
     meta: dict[str, Any] = field(default_factory=dict)
-    task: str = "classification"  # the training task it is for: a name in edgekit.train.tasks.TASKS
+    task: str = "classification"  # the training task it is for: a name in edgekit.training.tasks.TASKS
 
     @property
     def input_shape(self) -> tuple[int, ...]:

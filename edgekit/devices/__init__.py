@@ -1,3 +1,3 @@
 """Android devices over adb: one function runs every adb command (``run_adb``), device info,
 cached pushes, benchmarks on the device (``bench_adb`` with ``AdbBenchOptions``), and the ``adb``
-device backend of ``edgekit.bench.targets`` (``adb_backend``)."""
+device backend of ``edgekit.benchmarking.targets`` (``adb_backend``)."""

@@ -1,12 +1,12 @@
-"""The ``adb`` device backend: Android phones and boards over adb, registered with ``edgekit.bench.targets``.
+"""The ``adb`` device backend: Android phones and boards over adb, registered with ``edgekit.benchmarking.targets``.
 
-Once registered (``edgekit.bench.targets`` imports this module the first time its registries are read),
+Once registered (``edgekit.benchmarking.targets`` imports this module the first time its registries are read),
 ``edgekit bench --device adb[:SERIAL]``, ``edgekit list devices`` and ``Bundle.bench(device="adb")`` reach it.
 """
 
 from __future__ import annotations
 
-from edgekit.bench.targets import DEVICE_BENCHES, DEVICE_LISTERS, DeviceBackend
+from edgekit.benchmarking.targets import DEVICE_BENCHES, DEVICE_LISTERS, DeviceBackend
 from edgekit.devices.adb import AdbError
 from edgekit.devices.adb_bench import AdbBenchOptions, bench_adb
 from edgekit.devices.device_info import list_devices

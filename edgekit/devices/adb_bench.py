@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekit.bench.result import BenchResult
-from edgekit.bench.stats import LatencyStats
+from edgekit.benchmarking.result import BenchResult
+from edgekit.benchmarking.stats import LatencyStats
 from edgekit.devices.adb import AdbError, adb_timeout, adb_version, quote_command, render, resolve_serial, run_shell
 from edgekit.devices.benchmark_log import delegate_coverage, parse_benchmark_log
 from edgekit.devices.device_info import DeviceInfo, battery_status, device_info, thermal_status
@@ -393,7 +393,7 @@ def bench_on_adb(artifact_path: str | os.PathLike[str], serial: str | None = Non
 
 def bench_adb(artifact_path: str | os.PathLike[str], serial: str | None, options: AdbBenchOptions) -> BenchResult:
     """Benchmark one model on the adb device ``serial`` (None: the only one) with ``options``; errors as
-    ``bench_on_adb``. The device backend ``adb`` of ``edgekit.bench.targets`` runs this."""
+    ``bench_on_adb``. The device backend ``adb`` of ``edgekit.benchmarking.targets`` runs this."""
     model = _check_model(artifact_path)
     remote_dir = options.remote_dir or os.environ.get(REMOTE_DIR_ENV) or DEFAULT_REMOTE_DIR
     options = replace(options, remote_dir=remote_dir)

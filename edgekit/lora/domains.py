@@ -32,7 +32,7 @@ class AdaptData:
     """A domain's few training examples and its held-out test split, in the base model's input format."""
 
     name: str
-    task: str  # a training task of edgekit.train.tasks: "classification" or "byte_lm"
+    task: str  # a training task of edgekit.training.tasks: "classification" or "byte_lm"
     train: Split
     test: Split
     description: str  # honest: what the data is, and whether it is synthetic

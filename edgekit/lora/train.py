@@ -18,7 +18,7 @@ from edgekit.lora.adapter import safe_name, save_adapter
 from edgekit.lora.domains import AdaptData, load_domain, load_user_data
 from edgekit.lora.layers import check_rank, count_parameters, inject_lora, lora_state_dict, resolve_targets
 from edgekit.registry import Registry
-from edgekit.train.tasks import TASKS
+from edgekit.training.tasks import TASKS
 
 # default LoRA targets per model family (fnmatch globs on module names); `--targets` overrides
 DEFAULT_TARGETS: Registry[tuple[str, ...]] = Registry("LoRA target default")

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from edgekit.artifact import EXPORTED, FAILED, VERIFIED, Manifest
-from edgekit.bench.result import BenchResult
+from edgekit.benchmarking.result import BenchResult
 from edgekit.verify.parity import MIL_REFERENCE
 
 STATUS_MARK = {VERIFIED: "✅", EXPORTED: "❎", FAILED: "❌"}

@@ -10,27 +10,41 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import FAILED, ArtifactEntry, Manifest, bundle_path, golden_graph, load_manifest
-from edgekit.converters import CONVERTERS
+from edgekit.artifact import (FAILED, LOCK, MANIFEST, ArtifactEntry, Manifest, bundle_path, golden_graph, golden_name,
+                              load_manifest)
+from edgekit.checkpoint import META, WEIGHTS
+from edgekit.converters import CONVERTERS, Converter, ModelSource, RunnerUnavailable
 from edgekit.errors import EdgekitError
 from edgekit.io import folder_holding, sha256_path
-from edgekit.verify.parity import ReferenceData
+from edgekit.sources import graph_sources, load_source, reference_for
+from edgekit.verify.parity import MIL_REFERENCE, ReferenceData, compare
 from edgekit.verify.tolerances import Tolerance, recorded_tolerance
 from edgekit.verify.variants import combined, side_file_problem
 
-if TYPE_CHECKING:
-    from edgekit.converters import ModelSource
+
+def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, tolerance: Tolerance,
+                    threads: int, variant: str | None = None) -> dict[str, Any]:
+    """Run the artifact (its graph ``variant``, for an ``export_many`` artifact) in its runtime on the
+    reference inputs and compare with PyTorch within ``tolerance`` (recorded in the result as the one used).
+    Where the runtime cannot run here, the converter's reference evaluator runs it, if it has one."""
+    run = conv.runner(path, threads, variant)
+    if isinstance(run, RunnerUnavailable):
+        reference_run = conv.reference_runner(path, variant)
+        if reference_run is None:
+            return {"status": f"not run: {run.reason}", "method": conv.runtime, "loads": True,
+                    "tolerance": tolerance.to_dict()}
+        result = compare(reference_run, reference, tolerance, method=MIL_REFERENCE)
+        return result | {"runtime": f"not run: {run.reason}"}
+    return compare(run, reference, tolerance, method=conv.runtime)
 
 
 def source_sha256(path: Path) -> str | None:
     """The sha256 edgekit records for a model, computed WITHOUT loading it: a checkpoint's weights file,
     a .pt2 file; None when ``path`` is neither."""
-    from edgekit.checkpoint import META, WEIGHTS
-
     folder = folder_holding(path, WEIGHTS, META)
     if folder is not None:
         return sha256_path(folder / WEIGHTS)
@@ -44,8 +58,6 @@ def trusted_source(bundle: Path, manifest: Manifest,
     ``explicit`` (the user's ``--source``) must have the recorded sha256: a mismatch is an error naming both.
     The recorded path (relative paths resolve against the bundle, never the working directory) is used
     only when it lies outside the bundle and its sha256 matches before anything is loaded."""
-    from edgekit.sources import load_source
-
     recorded = manifest.source.get("sha256")
     if explicit is not None:
         path = Path(explicit)
@@ -82,8 +94,6 @@ def _exists(path: Path) -> bool:
 def reference_for_bundle(bundle: Path, manifest: Manifest, graph: str = "",
                          source: ModelSource | None = None) -> ReferenceData:
     """The source model's held-out data for ``graph`` when a trusted ``source`` is given, else the golden file."""
-    from edgekit.sources import graph_sources, reference_for
-
     if source is not None:
         match = [g for g in graph_sources(source, tuple(manifest.source.get("lengths", ()))) if g.graph == graph]
         if match:
@@ -93,8 +103,6 @@ def reference_for_bundle(bundle: Path, manifest: Manifest, graph: str = "",
 
 def golden_reference(bundle: Path, graph: str = "") -> ReferenceData:
     """The reference inputs and PyTorch outputs saved in the bundle's golden file of ``graph``."""
-    from edgekit.conversion import golden_name
-
     path = bundle_path(bundle, golden_name(graph), "golden file")
     if not path.is_file():
         raise EdgekitError(f"cannot verify {bundle}: it has no {path.name} and its source model is not used; "
@@ -129,8 +137,6 @@ def verify_bundle(bundle: str | Path, threads: int = 2,
                   source: str | Path | None = None) -> tuple[Manifest, list[dict[str, Any]], str]:
     """Per artifact: file present, sha256 as recorded, metadata embedded, parity within tolerance.
     The third value says what the artifacts were compared with (and why not the source model)."""
-    from edgekit.conversion import verify_artifact
-
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
     for entry in manifest.artifacts:  # refuse a hostile manifest before any work
@@ -146,7 +152,7 @@ def verify_bundle(bundle: str | Path, threads: int = 2,
             continue
         if entry.graph not in references:
             references[entry.graph] = reference_for_bundle(bundle, manifest, entry.graph, model)
-        results.append(_verify_entry(bundle, entry, references[entry.graph], threads, verify_artifact))
+        results.append(_verify_entry(bundle, entry, references[entry.graph], threads))
     results += stray_rows(bundle, manifest)
     described = "; ".join(r.description for r in references.values())
     return manifest, results, described + (f" (PyTorch source not used: {why_not})" if why_not else "")
@@ -156,8 +162,6 @@ def stray_files(bundle: Path, manifest: Manifest) -> list[str]:
     """Names in the bundle that its manifest does not account for: besides manifest.json, golden
     files and the writer's lock, every file must be an artifact (or a multi-adapter artifact's side
     file, ``<stem>.<variant>.…``). A killed writer's ``.*.partial`` staging folder shows up here."""
-    from edgekit.artifact import LOCK, MANIFEST
-
     files = [Path(e.file).parts[0] for e in manifest.artifacts if e.file and Path(e.file).parts]
     stems = tuple(f"{Path(e.file).stem}." for e in manifest.artifacts if e.file and e.variants)
     known = {MANIFEST, LOCK, *files}
@@ -176,7 +180,7 @@ def stray_rows(bundle: Path, manifest: Manifest) -> list[dict[str, Any]]:
                        "by hand; the next convert removes .partial staging folders)"}]
 
 
-def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, verify_artifact) -> dict[str, Any]:
+def _verify_entry(bundle: Path, entry: ArtifactEntry, reference: ReferenceData, threads: int) -> dict[str, Any]:
     out: dict[str, Any] = {"format": entry.format, "file": entry.file}
     problem = artifact_problem(bundle, entry)
     if problem:
@@ -190,7 +194,7 @@ def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, v
         # the tolerance it was verified with, never looser than its recorded spec allows
         tolerance, note = recorded_tolerance(entry.verification, entry.precision)
         if entry.variants:  # base + LoRA adapters: every variant against its own golden file
-            parity = reverify(bundle, entry, tolerance, threads, verify_artifact)
+            parity = reverify(bundle, entry, tolerance, threads)
         else:
             parity = verify_artifact(conv, path, reference, tolerance, threads)
         out |= {"reason": note} if note else {}
@@ -199,7 +203,7 @@ def _verify_entry(bundle: Path, entry, reference: ReferenceData, threads: int, v
     return out | {"status": parity["status"], "verification": parity}
 
 
-def reverify(bundle: Path, entry: ArtifactEntry, tolerance: Tolerance, threads: int, verify_artifact) -> dict[str, Any]:
+def reverify(bundle: Path, entry: ArtifactEntry, tolerance: Tolerance, threads: int) -> dict[str, Any]:
     """`edgekit verify` of a multi-variant artifact: side files unchanged, every variant on its own golden
     file (``golden_graph``) within ``tolerance``; the first (base) variant's numbers for the table."""
     problem = side_file_problem(bundle, entry)  # side and adapter files inside the bundle, as recorded

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekit.bench.stats import time_calls
+from edgekit.benchmarking.stats import time_calls
 from edgekit.converters import CONVERTERS, ModelSource
 from edgekit.models.base import ExportGraph
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.artifact import BASE, ArtifactEntry, bundle_path, golden_graph
-from edgekit.bench.result import BenchResult
-from edgekit.bench.stats import LatencyStats, time_calls
+from edgekit.benchmarking.result import BenchResult
+from edgekit.benchmarking.stats import LatencyStats, time_calls
 from edgekit.converters.base import CONVERTERS, RunnerUnavailable, Switcher
 from edgekit.errors import EdgekitError
 from edgekit.verify.bundle import golden_reference

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgekit.bench.stats import LatencyStats
+from edgekit.benchmarking.stats import LatencyStats
 
 
 @dataclass

@@ -8,7 +8,7 @@ from edgekit.checkpoint import save_checkpoint
 from edgekit.data import load_dataset
 from edgekit.models import create_model
 from edgekit.recipe import Recipe
-from edgekit.train.loop import TrainResult, train_model
+from edgekit.training.loop import TrainResult, train_model
 from edgekit.versions import tool_versions
 
 

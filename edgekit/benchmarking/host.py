@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from edgekit.artifact import FAILED, Manifest, bundle_path
-from edgekit.bench.result import BenchResult
-from edgekit.bench.stats import time_calls
-from edgekit.bench.variants import bench_variants
+from edgekit.benchmarking.result import BenchResult
+from edgekit.benchmarking.stats import time_calls
+from edgekit.benchmarking.variants import bench_variants
 from edgekit.converters import CONVERTERS, RunnerUnavailable
 from edgekit.errors import EdgekitError
 from edgekit.verify.bundle import artifact_problem, golden_reference

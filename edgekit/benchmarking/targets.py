@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from edgekit.artifact import Manifest, bundle_path, load_manifest
-from edgekit.bench.result import BenchResult
+from edgekit.benchmarking.result import BenchResult
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
 from edgekit.verify.bundle import artifact_problem

@@ -1,4 +1,4 @@
-"""One readable training loop for every model; the dataset's task (edgekit.train.tasks) sets loss and metric."""
+"""One readable training loop for every model; the dataset's task (edgekit.training.tasks) sets loss and metric."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from edgekit.data import Dataset
 from edgekit.models import EdgeModel
 from edgekit.progress import progress_bar
 from edgekit.recipe import TrainSpec
-from edgekit.train.augment import AUGMENTATIONS
-from edgekit.train.tasks import TASKS, accuracy  # noqa: F401  (accuracy: re-exported)
+from edgekit.training.augment import AUGMENTATIONS
+from edgekit.training.tasks import TASKS, accuracy  # noqa: F401  (accuracy: re-exported)
 
 
 @dataclass
