@@ -18,11 +18,13 @@ import os
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from edgekit.adapter_bundle import package_adapters
-from edgekit.benchmarking.host import bench_bundle
-from edgekit.lora import AdaptOptions, adapt_checkpoint
-from edgekit.verify.bundle import golden_reference
+import edgekit
+
+ADAPTER_KEYS = ("name", "domain", "data_description", "rank", "alpha", "metric", "before", "after",
+                "trainable_fraction", "trainable_parameters", "train_seconds", "steps", "examples", "test_examples",
+                "validation")
 
 
 def main() -> None:
@@ -40,47 +42,47 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/lora.json"))
     args = parser.parse_args()
     alpha = 2.0 * args.rank if args.alpha is None else args.alpha
-    options = AdaptOptions(rank=args.rank, alpha=alpha, steps=args.steps, examples=args.examples, lr=args.lr,
-                           targets=tuple(t for t in args.targets.split(",") if t))
+    options = {"rank": args.rank, "alpha": alpha, "steps": args.steps, "examples": args.examples, "lr": args.lr,
+               "targets": tuple(t for t in args.targets.split(",") if t)}
     result = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "load_avg_1m": os.getloadavg()[0]}, "checkpoint": args.checkpoint,
               "settings": {k: str(v) for k, v in vars(args).items() if k != "checkpoint"} | {"alpha": alpha},
               "adapters": [], "artifacts": [], "bench": []}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for domain in args.domains.split(","):
-            adapted = adapt_checkpoint(args.checkpoint, Path(tmp) / domain, domain=domain, options=options)
-            paths.append(adapted.path)
-            m = adapted.meta
-            result["adapters"].append({k: m[k] for k in ("name", "domain", "data_description", "rank", "alpha", "metric",
-                                                         "before", "after", "trainable_fraction", "trainable_parameters",
-                                                         "train_seconds", "steps", "examples", "test_examples",
-                                                         "validation")})
-            print(f"{domain}: {m['metric']} {m['before'][m['metric']]:.4f} → {m['after'][m['metric']]:.4f} "
-                  f"({m['trainable_fraction']:.2%} trainable, {m['train_seconds']:.0f} s)")
+        paths = [_adapt(args.checkpoint, domain, Path(tmp) / domain, options, result)
+                 for domain in args.domains.split(",")]
         for precision in args.precisions.split(","):
-            bundle = Path(tmp) / f"bundle_{precision}"
-            manifest = package_adapters(args.checkpoint, paths, args.formats.split(","), bundle, quant=precision)
-            result["artifacts"] += [_artifact_row(e) for e in manifest.artifacts]
-            for e in manifest.artifacts:
-                print(f"{e.file}: {e.size_bytes:,} B, {e.verification['size_ratio_vs_base']:.2f}x base" if e.file
-                      else f"{e.format} {precision}: {e.error}")
-            rows = bench_bundle(bundle, manifest, list(golden_reference(bundle, manifest.artifacts[0].graph).inputs[0]),
-                                threads=2, warmup=20, runs=200)
-            result["bench"] += [r.to_dict() for r in rows]
+            bundle = edgekit.convert(args.checkpoint, to=args.formats.split(","), adapters=paths, quant=precision,
+                                     out=Path(tmp) / f"bundle_{precision}")
+            result["artifacts"] += [_artifact_row(e) for e in bundle.artifacts]
+            for e in bundle.artifacts:
+                print(f"{e['file']}: {e['size_bytes']:,} B, {e['verification']['size_ratio_vs_base']:.2f}x base"
+                      if e["file"] else f"{e['format']} {precision}: {e['error']}")
+            timed = edgekit.bench(bundle.path, threads=2, warmup=20, runs=200).results
+            result["bench"] += [r.to_dict() for r in timed if r.format != "pytorch"]  # the artifacts' rows only
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.out}")
 
 
-def _artifact_row(e) -> dict:
-    v = e.verification or {}
-    return {"file": e.file, "format": e.format, "precision": e.precision, "status": e.status, "error": e.error,
-            "size_bytes": e.size_bytes, "base_size_bytes": v.get("base_size_bytes"),
+def _adapt(checkpoint: str, domain: str, out: Path, options: dict[str, Any], result: dict[str, Any]) -> Path:
+    """Train one adapter for ``domain``; record and print what it learned. Returns its folder."""
+    adapted = edgekit.adapt(checkpoint, domain=domain, out=out, **options)
+    m = adapted.meta
+    result["adapters"].append({k: m[k] for k in ADAPTER_KEYS})
+    print(f"{domain}: {m['metric']} {m['before'][m['metric']]:.4f} → {m['after'][m['metric']]:.4f} "
+          f"({m['trainable_fraction']:.2%} trainable, {m['train_seconds']:.0f} s)")
+    return adapted.path
+
+
+def _artifact_row(e: dict[str, Any]) -> dict[str, Any]:
+    v = e["verification"] or {}
+    return {"file": e["file"], "format": e["format"], "precision": e["precision"], "status": e["status"],
+            "error": e["error"], "size_bytes": e["size_bytes"], "base_size_bytes": v.get("base_size_bytes"),
             "size_ratio_vs_base": v.get("size_ratio_vs_base"),
             "variants": [{"name": x["name"], "select": x["select"],
                           **{k: x["verification"].get(k) for k in ("status", "method", "max_abs_diff", "accuracy")}}
-                         for x in e.variants or []]}
+                         for x in e["variants"] or []]}
 
 
 if __name__ == "__main__":

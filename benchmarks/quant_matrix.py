@@ -17,65 +17,74 @@ import os
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from edgekit.benchmarking.stats import time_interleaved
-from edgekit.conversion import convert_model
-from edgekit.converters import CONVERTERS, RunnerUnavailable
-from edgekit.quant import QuantSpec
-from edgekit.sources import load_source, reference_for
-from edgekit.verify import ReferenceData, compare, reference_from_model, tolerance_for
+import edgekit
 
 METHODS = "fp32,int8,int8-dynamic,int8-weight,int4-weight,palettize4"
-INT8 = QuantSpec.parse("int8")  # the hard set is scored for accuracy only; its tolerance row is not a verdict
+Run = Callable[[list[np.ndarray]], list[np.ndarray]]  # a runner: batch-1 input arrays → output arrays
 
 
-def harder(source, reference: ReferenceData, seed: int = 0) -> ReferenceData:
+class LabelledSet(NamedTuple):
+    """Batch-1 input tuples with their true labels."""
+
+    inputs: list[tuple[np.ndarray, ...]]
+    labels: np.ndarray
+    description: str
+
+
+def harder(reference: LabelledSet, seed: int = 0) -> LabelledSet:
     """The test split with Gaussian noise (σ = 0.3 in normalized units, ~0.1 of the pixel range) and a random
     shift of up to 2 px: the float CNN scores ~68% there (σ 0.6 left it near chance; σ 0.2 at ~89% too easy)."""
     gen = np.random.default_rng(seed)
     samples = []
     for (x,) in reference.inputs:
         shifted = np.roll(x, tuple(gen.integers(-2, 3, size=2)), axis=(2, 3))
-        samples.append((torch.from_numpy((shifted + gen.normal(0, 0.3, x.shape)).astype(np.float32)),))
-    return reference_from_model(source.module, samples, reference.labels, f"noisy+shifted {reference.description}")
+        samples.append(((shifted + gen.normal(0, 0.3, x.shape)).astype(np.float32),))
+    return LabelledSet(samples, reference.labels, f"noisy+shifted {reference.description}")
 
 
-def measure(method: str, formats: list[str], source, reference, hard, bundle: Path, args,
-            runners: dict) -> list[dict]:
+def accuracy(run: Run, test: LabelledSet) -> float:
+    """Top-1 accuracy of ``run`` (its first output) on ``test``."""
+    return float(np.mean([int(np.argmax(run(list(x))[0])) == int(y) for x, y in zip(test.inputs, test.labels)]))
+
+
+def measure(method: str, formats: list[str], args: argparse.Namespace, test: LabelledSet, hard: LabelledSet,
+            out: Path, runners: dict[Any, Callable[[], object]]) -> list[dict]:
     """Convert with ``method`` to every format that supports it; accuracy now, latency later (interleaved)."""
-    spec = QuantSpec.parse(method, calib_samples=args.calib_samples)
-    usable = [f for f in formats if spec.scheme in CONVERTERS.get(f).quant_methods]
+    spec = edgekit.QuantSpec.parse(method, calib_samples=args.calib_samples)
+    usable = [f for f in formats if spec.scheme in edgekit.CONVERTERS.get(f).quant_methods]
     if not usable:
         return []
-    manifest = convert_model(source, usable, bundle, reference, quant=spec)
+    bundle = edgekit.convert(args.checkpoint, to=usable, quant=spec, out=out, threads=args.threads)
     rows = []
     for fmt in usable:
-        entry = next(a for a in manifest.artifacts if a.format == fmt and a.precision == spec.tag)
-        row = {"method": spec.tag, "format": fmt, "status": entry.status, "size_bytes": entry.size_bytes,
-               "accuracy": entry.verification.get("accuracy"), "error": entry.error}
-        if entry.file:
-            converter = CONVERTERS.get(fmt)
-            run = converter.runner(bundle / entry.file, args.threads)
-            if isinstance(run, RunnerUnavailable):
-                run = converter.reference_runner(bundle / entry.file)  # Core ML on Linux: accuracy only
+        entry = next(a for a in bundle.artifacts if a["format"] == fmt and a["precision"] == spec.tag)
+        row = {"method": spec.tag, "format": fmt, "status": entry["status"], "size_bytes": entry["size_bytes"],
+               "accuracy": entry["verification"].get("accuracy"), "error": entry["error"]}
+        if entry["file"]:
+            run = bundle.runner(entry["file"], args.threads)
+            if isinstance(run, edgekit.RunnerUnavailable):  # Core ML on Linux: accuracy only
+                run = edgekit.CONVERTERS.get(fmt).reference_runner(bundle.path / entry["file"])
                 row["accuracy_method"] = "mil-reference"
             else:
-                inputs = list(reference.inputs[0])
+                inputs = list(test.inputs[0])
                 runners[(spec.tag, fmt)] = lambda run=run, inputs=inputs: run(inputs)
             if run is not None:
-                row["hard_accuracy"] = compare(run, hard, tolerance_for(INT8), method=fmt).get("accuracy")
+                row["hard_accuracy"] = accuracy(run, hard)
         rows.append(row)
     return rows
 
 
-def add_latency(rows: list[dict], runners: dict, torch_call, args) -> float:
+def add_latency(rows: list[dict], runners: dict[Any, Callable[[], object]], torch_call: Callable[[], object],
+                args: argparse.Namespace) -> float:
     """Median latency of every runnable artifact and of PyTorch eager, timed round-robin so that load
     changes on a shared machine reach all of them alike. Returns PyTorch's median."""
-    stats = time_interleaved({**runners, "pytorch": torch_call}, warmup=args.runs // 5, runs=args.runs,
-                             threads=args.threads)
+    stats = edgekit.time_interleaved({**runners, "pytorch": torch_call}, warmup=args.runs // 5, runs=args.runs,
+                                     threads=args.threads)
     for row in rows:
         found = stats.get((row["method"], row["format"]))
         row["median_ms"] = found.median_ms if found else None
@@ -117,20 +126,23 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quant_matrix.json"))
     args = parser.parse_args()
-    source = load_source(args.checkpoint)
-    reference = reference_for(source)
-    hard = harder(source, reference)
-    labels = reference.labels
-    torch_row = {"accuracy": float(np.mean([o[0].argmax() == y for o, y in zip(reference.outputs, labels)])),
-                 "hard_accuracy": float(np.mean([o[0].argmax() == y for o, y in zip(hard.outputs, labels)]))}
-    x = tuple(torch.from_numpy(v) for v in reference.inputs[0])
+    model = edgekit.load(args.checkpoint)
+    reference = edgekit.reference(args.checkpoint)  # the recipe's whole test split, as convert verifies on
+    test = LabelledSet(reference.inputs, reference.labels, reference.description)
+    hard = harder(test)
+
+    def torch_run(xs: list[np.ndarray]) -> list[np.ndarray]:
+        return [model(*(torch.from_numpy(x) for x in xs)).numpy()]
+
     rows: list[dict] = []
-    runners: dict = {}
+    runners: dict[Any, Callable[[], object]] = {}
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        torch_row = {"accuracy": accuracy(torch_run, test), "hard_accuracy": accuracy(torch_run, hard)}
+        x = tuple(torch.from_numpy(v) for v in test.inputs[0])
         for method in args.methods.split(","):
-            rows += measure(method, args.formats.split(","), source, reference, hard, Path(tmp) / method, args, runners)
-        torch_row["median_ms"] = add_latency(rows, runners, lambda: source.module(*x), args)
+            rows += measure(method, args.formats.split(","), args, test, hard, Path(tmp) / method, runners)
+        torch_row["median_ms"] = add_latency(rows, runners, lambda: model(*x), args)
     add_ratios(rows, torch_row["median_ms"])
     print_rows(rows, torch_row)
     result = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),

@@ -76,7 +76,7 @@ def _line(row: dict) -> str:
     for fmt in FORMATS:
         r = row[fmt]
         parts.append(f"{fmt} " + (f"{r['median_ms']:9.3f} ms |Δ| {r['max_abs_diff']:.0e}" if "median_ms" in r
-                                   else r["error"][:80]))
+                                   else (r.get("error") or r["status"])[:80]))
     return f"{head}  " + "  ".join(parts)
 
 

@@ -2,8 +2,9 @@
 
 The public API is loaded on first use, so ``import edgekit`` and the CLI stay quick:
 verbs (``convert``, ``run``, ``train``, ``adapt``, ``load``, ``bench``, ``bench_graph``, ``create_model``,
-``load_recipe``, ``print_table``), types (``Bundle``, ``QuantSpec``, ``EdgekitError``, …) and the registries a
-user extends (``CONVERTERS``, ``FAMILIES``, ``DATASETS``, ``DOMAINS``, ``DEVICE_BENCHES``, ``DEVICE_LISTERS``).
+``load_recipe``, ``print_table``, ``open_step_session``, ``adb_devices``), types (``Bundle``, ``QuantSpec``,
+``AdbBenchOptions``, ``EdgekitError``, …) and the registries a user extends (``CONVERTERS``, ``FAMILIES``,
+``DATASETS``, ``DOMAINS``, ``AUGMENTATIONS``, ``DEVICE_BENCHES``, ``DEVICE_LISTERS``). The CLI uses nothing else.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ __version__ = "0.1.0"
 # public name → the module that defines it
 _PUBLIC = {
     **dict.fromkeys(["convert", "Bundle", "VerifyReport", "train", "Trained", "adapt", "load", "run", "load_recipe",
-                     "create_model", "bench", "BenchReport", "bench_graph"], "edgekit.api"),
+                     "create_model", "bench", "BenchReport", "bench_graph", "Adapted", "adb_devices", "reference"],
+                    "edgekit.api"),
     "QuantSpec": "edgekit.quant.spec", "EdgekitError": "edgekit.errors", "print_table": "edgekit.report.table",
+    "RunnerUnavailable": "edgekit.graph", "time_interleaved": "edgekit.benchmarking.stats",
+    "ADAPTER_SIZE_GOAL": "edgekit.adapter_bundle", "AdbBenchOptions": "edgekit.devices.adb_bench",
+    "bundled_recipes": "edgekit.recipe", "check_npu_target": "edgekit.npu", "open_step_session": "edgekit.generate",
     # registries a user extends, from the modules that fill them with the built-in entries
     **dict.fromkeys(["CONVERTERS", "Converter", "register_converter"], "edgekit.converters"),
     **dict.fromkeys(["FAMILIES", "EdgeModel"], "edgekit.models"), "register_family": "edgekit.models.base",
-    "DATASETS": "edgekit.data", "DOMAINS": "edgekit.lora.domains",
+    "DATASETS": "edgekit.data", "DOMAINS": "edgekit.lora.domains", "AUGMENTATIONS": "edgekit.training.augment",
     **dict.fromkeys(["DEVICE_BENCHES", "DEVICE_LISTERS", "DeviceBackend"], "edgekit.benchmarking.targets"),
 }
 __all__ = ["__version__", *_PUBLIC]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgekit import __version__
+from edgekit import EdgekitError, __version__
 from edgekit.commands import COMMANDS
 from edgekit.debuglog import log_exception, library_output_to_log
-from edgekit.errors import EdgekitError
 
 
 def build_parser() -> argparse.ArgumentParser:

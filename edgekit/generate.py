@@ -40,6 +40,11 @@ class StepSession:
         self.states = [np.asarray(s) for s in out[1:]]
         return np.asarray(out[0]).reshape(-1)
 
+    def generate(self, prompt: bytes, max_bytes: int, *, temperature: float = 0.0, top_k: int = 0,
+                 seed: int = 0) -> Iterator[int]:
+        """Feed ``prompt``, then yield ``max_bytes`` new bytes (greedy at temperature 0; see ``generate``)."""
+        return generate(self, prompt, max_bytes, temperature=temperature, top_k=top_k, seed=seed)
+
 
 def open_step_session(path: str | Path, fmt: str | None = None, threads: int = 2) -> StepSession:
     """A bundle's verified step artifact (``fmt``, or the first that runs here), or a checkpoint in PyTorch."""

@@ -21,10 +21,12 @@ def check_npu_target(target: str) -> tuple[str, str]:
     return vendor, soc
 
 
-def compile_bundle_for_npu(bundle: Path, manifest: Manifest, target: str) -> ArtifactEntry:
-    """Compile the bundle's verified TFLite artifact for ``target`` (``qualcomm:SM8650``)."""
+def compile_bundle_for_npu(bundle: Path, manifest: Manifest, target: str,
+                           tflite: ArtifactEntry | None = None) -> ArtifactEntry:
+    """Compile the bundle's verified TFLite artifact (``tflite``: that entry; default the bundle's first) for
+    ``target`` (``qualcomm:SM8650``)."""
     parse_npu_target(target)
-    tflite = manifest.entry("tflite")
+    tflite = tflite or manifest.entry("tflite")
     if tflite is None or tflite.status != "verified" or not tflite.file:
         raise EdgekitError("--npu needs a verified TFLite artifact; add tflite to --to")
     compiled = compile_npu(bundle_path(bundle, tflite.file), target, bundle)

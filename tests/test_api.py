@@ -4,6 +4,8 @@ Bundle.verify / bench / load, and the other top-level names."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,7 +131,11 @@ def test_verbs_and_subpackages_do_not_share_names():
     import edgekit.training.run  # noqa: F401
 
     assert callable(edgekit.train) and callable(edgekit.bench)
-    assert edgekit.train.__module__ == edgekit.bench.__module__ == "edgekit.api"
+    assert all(verb.__module__.startswith("edgekit.api.") for verb in (edgekit.train, edgekit.bench))
+    import pkgutil
+
+    # an imported submodule becomes an attribute of the package and would hide a public name of the same spelling
+    assert not set(edgekit.__all__) & {m.name for m in pkgutil.iter_modules(edgekit.__path__)}
     assert targets.DEVICE_BENCHES is edgekit.DEVICE_BENCHES
 
 
@@ -240,3 +246,160 @@ def test_bundle_runner_reproduces_the_golden_outputs(tiny_run, tmp_path):
         f.write(b"\0")
     with pytest.raises(edgekit.EdgekitError, match="changed since conversion.*not run"):
         edgekit.Bundle.load(copy).runner("onnx")
+
+
+def test_verify_rows_and_the_tables_the_cli_prints(tiny_run, capsys):
+    bundle = edgekit.Bundle.load(tiny_run[1] / "bundle")
+    report = bundle.verify(threads=1)
+    (row,) = report.rows()
+    assert (row["mark"], row["artifact"], row["note"]) == ("✅", "api_tiny_fp32.onnx", "")
+    edgekit.print_table(report.rows(), "verified", columns="verify")
+    edgekit.print_table(bundle.rows(), "converted", columns="convert")
+    out = capsys.readouterr().out
+    assert out.count("api_tiny_fp32.onnx") == 2 and "100.00%" in out and "100.0%" in out
+    with pytest.raises(edgekit.EdgekitError, match="unknown table 'nope'; choose one of: report, convert, verify"):
+        edgekit.print_table([], columns="nope")
+
+
+# ---- everything `edgekit convert` does, from Python: labels, meta, lengths, adapters, NPU, progress ----
+
+def test_convert_a_checkpoint_with_labels_and_progress_tells_what_it_wrote(tiny_run, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"digit {i}" for i in range(10)))
+    lines: list[str] = []
+    bundle = edgekit.convert(tiny_run[1] / "checkpoint", to=["onnx"], quant=edgekit.QuantSpec.parse("int8",
+                             calib_samples=16), labels=labels, out=tmp_path / "b", progress=lines.append)
+    assert bundle.manifest.labels == [f"digit {i}" for i in range(10)]
+    assert any(line.startswith("calibrating on digits train split (16)") for line in lines), lines
+    (entry,) = bundle.written
+    assert entry.file == "api_tiny_int8.onnx" and entry.status == "verified"
+    assert [r["artifact"] for r in bundle.rows()] == ["api_tiny_int8.onnx"] and "test split" in bundle.verified_on
+    layers = entry.verification["quantization"]["layer_sqnr_db"]
+    assert layers and {"layer", "op", "sqnr_db", "quantized"} <= set(layers[0])
+    again = edgekit.convert(tiny_run[1] / "checkpoint", to=["onnx"], out=tmp_path / "b")  # fp32 beside int8
+    assert [e.file for e in again.written] == ["api_tiny_fp32.onnx"] and len(again.artifacts) == 2
+    assert len(edgekit.Bundle.load(tmp_path / "b").rows()) == 2
+
+
+def test_convert_a_pt2_with_meta_and_refuse_files_for_a_module(net, tmp_path):
+    torch.export.save(torch.export.export(net, X), str(tmp_path / "net.pt2"))
+    (tmp_path / "meta.json").write_text(json.dumps({"labels": list("abcde"), "input_names": ["image"],
+                                                    "output_names": ["scores"]}))
+    bundle = edgekit.convert(tmp_path / "net.pt2", to=["onnx"], meta=tmp_path / "meta.json")
+    assert bundle.path == tmp_path / "net_bundle" and bundle.manifest.labels == list("abcde")
+    (entry,) = bundle.written
+    assert [t["name"] for t in entry.inputs] == ["image"] and [t["name"] for t in entry.outputs] == ["scores"]
+    with pytest.raises(edgekit.EdgekitError, match="labels= and meta= are files"):
+        edgekit.convert(net, X, to=["onnx"], labels=tmp_path / "labels.txt", out=tmp_path / "m")
+    with pytest.raises(edgekit.EdgekitError, match="give out="):
+        edgekit.convert(net, X, to=["onnx"])
+
+
+SSM_RECIPE = """
+name = "api_ssm"
+[data]
+source = "python_stdlib_bytes"
+seq_len = 32
+train_bytes = 4096
+eval_bytes = 1024
+[model]
+family = "ssm"
+head = "byte_lm"
+d_model = 16
+n_layers = 1
+head_dim = 8
+d_state = 4
+chunk = 16
+export_lengths = [32]
+[train]
+epochs = 1
+batch_size = 16
+"""
+
+
+def test_convert_a_sequence_model_at_chosen_lengths(tmp_path):
+    (tmp_path / "api_ssm.toml").write_text(SSM_RECIPE)
+    checkpoint = edgekit.train(tmp_path / "api_ssm.toml", tmp_path / "run").checkpoint
+    bundle = edgekit.convert(checkpoint, to=["onnx"], lengths=[8, 24])
+    assert bundle.path == tmp_path / "run" / "bundle"
+    assert [(e.graph, e.status) for e in bundle.written] == [
+        ("prefill_L8", "verified"), ("prefill_L24", "verified"), ("step", "verified")]
+    assert bundle.manifest.source["lengths"] == [8, 24]
+    with pytest.raises(edgekit.EdgekitError, match="every length must be at least 2"):
+        edgekit.convert(checkpoint, to=["onnx"], lengths=[1], out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_adapters(tiny_run, tmp_path_factory) -> list:
+    root = tmp_path_factory.mktemp("api_adapters")
+    checkpoint = tiny_run[1] / "checkpoint"
+    return [edgekit.adapt(checkpoint, domain=d, out=root / d, steps=5, examples=20)
+            for d in ("digits_inverted_rotated", "digits_mirrored_noisy")]
+
+
+def test_adapt_returns_the_folder_and_its_record(tiny_adapters):
+    first = tiny_adapters[0]
+    assert isinstance(first, edgekit.Adapted) and (first.path / "adapter.json").is_file()
+    assert first.meta["domain"] == first.meta["name"] == "digits_inverted_rotated" and first.meta["steps"] == 5
+    assert os.fspath(first) == str(first.path)  # path-like
+
+
+def test_convert_merges_one_adapter_and_records_it(tiny_run, tiny_adapters):
+    bundle = edgekit.convert(tiny_run[1] / "checkpoint", to=["onnx"], adapter=tiny_adapters[0])
+    assert bundle.path == tiny_run[1] / "bundle_api_tiny_digits_inverted_rotated"
+    assert [e.file for e in bundle.written] == ["api_tiny_digits_inverted_rotated_fp32.onnx"]
+    assert bundle.written[0].status == "verified" and "digits_inverted_rotated test split" in bundle.verified_on
+    merged = edgekit.Bundle.load(bundle.path).manifest.source["merged_adapter"]
+    assert merged["name"] == "digits_inverted_rotated" and merged["sha256"]
+
+
+def test_convert_packages_base_and_adapters_in_one_artifact(tiny_run, tiny_adapters, tmp_path):
+    bundle = edgekit.convert(tiny_run[1] / "checkpoint", to=["tflite"], adapters=tiny_adapters, out=tmp_path / "a")
+    (entry,) = bundle.written
+    assert entry.status == "verified", entry.error
+    assert [v["name"] for v in entry.variants] == ["base", "digits_inverted_rotated", "digits_mirrored_noisy"]
+    assert [a["name"] for a in bundle.manifest.adapters] == ["digits_inverted_rotated", "digits_mirrored_noisy"]
+    assert entry.verification["size_ratio_vs_base"] > 0 and edgekit.ADAPTER_SIZE_GOAL > 1
+    for kwargs, words in [({"quant": edgekit.QuantSpec.parse("int8", qat_epochs=1)}, "--qat does not apply"),
+                          ({"npu": "qualcomm:SM8650"}, "--npu does not apply"),
+                          ({"adapter": tiny_adapters[0]}, "not both")]:
+        with pytest.raises(edgekit.EdgekitError, match=words):
+            edgekit.convert(tiny_run[1] / "checkpoint", to=["tflite"], adapters=tiny_adapters, out=tmp_path / "x",
+                            **kwargs)
+    with pytest.raises(edgekit.EdgekitError, match="needs an edgekit checkpoint folder"):
+        edgekit.convert(Net(), X, to=["tflite"], adapters=tiny_adapters, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_convert_compiles_the_tflite_artifact_for_an_npu(tiny_run, tmp_path, monkeypatch):
+    """A registered NPU vendor's compiler runs on the verified .tflite; its output is recorded, not verified."""
+    import shutil
+
+    from edgekit.converters.tflite.npu import NPU_COMPILERS
+
+    def compile_for(model, soc, out):
+        return Path(shutil.copy(model, out / f"{model.stem}_acme_{soc}.tflite"))
+
+    monkeypatch.setitem(NPU_COMPILERS._items, "acme", compile_for)
+    checkpoint = tiny_run[1] / "checkpoint"
+    with pytest.raises(edgekit.EdgekitError, match="add tflite to --to"):
+        edgekit.convert(checkpoint, to=["onnx"], npu="acme:X1", out=tmp_path / "b")
+    with pytest.raises(edgekit.EdgekitError, match="NPU vendor 'nobody'"):
+        edgekit.convert(checkpoint, to=["tflite"], npu="nobody:X1", out=tmp_path / "b")
+    bundle = edgekit.convert(checkpoint, to=["tflite"], npu="acme:X1", out=tmp_path / "b")
+    tflite, compiled = bundle.written
+    assert tflite.status == "verified" and compiled.compiled_for == "acme:X1" and compiled.status == "exported"
+    assert compiled.file == "api_tiny_fp32_acme_X1.tflite" and (tmp_path / "b" / compiled.file).is_file()
+
+
+def test_reference_is_the_data_convert_verifies_on():
+    """edgekit.reference: an in-memory module gets seeded random inputs of its example shapes and PyTorch's outputs."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
+    ref = edgekit.reference(model, (torch.randn(1, 3, 4),))
+    assert len(ref) > 1 and ref.inputs[0][0].shape == (1, 3, 4) and ref.labels is None
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ref.inputs[1][0])).numpy()
+    np.testing.assert_allclose(ref.outputs[1][0], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(edgekit.EdgekitError, match="no graph 'step'"):
+        edgekit.reference(model, (torch.randn(1, 3, 4),), graph="step")

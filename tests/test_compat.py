@@ -61,12 +61,14 @@ def mlmodel() -> Any:
 
 @pytest.fixture(scope="module")
 def mlpackage(mlmodel: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The converted TwoLayer saved as an .mlpackage."""
     path = tmp_path_factory.mktemp("coreml") / "two_layer.mlpackage"
     mlmodel.save(str(path))
     return path
 
 
 def _op_types(program: Any) -> list[str]:
+    """The op types of a MIL program's main function, in order."""
     return [op.op_type for op in program.functions["main"].operations]
 
 
@@ -79,24 +81,32 @@ def test_coreml_mil_program(mlmodel):
 def test_coreml_apply_graph_passes_runs_each_pass(mlmodel):
     seen: list[list[str]] = []
     with coreml():
-        rebuilt = coreml_compat.apply_graph_passes(mlmodel, [coreml_compat.graph_pass(lambda p: seen.append(_op_types(p)))])
+        recorder = coreml_compat.graph_pass(lambda prog: seen.append(_op_types(prog)))
+        rebuilt = coreml_compat.apply_graph_passes(mlmodel, [recorder])
         assert len(seen) == 1 and "linear" in seen[0]
         assert rebuilt.get_spec().WhichOneof("Type") == "mlProgram"
 
 
-def test_coreml_pass_registry_and_fresh_pass():
+def test_coreml_pass_registry_and_dedup_threshold_is_restored():
     with coreml():
         registry = coreml_compat.pass_registry()
         assert "common::dead_code_elimination" in registry and "common::const_deduplication" in registry
-        fresh = coreml_compat.fresh_pass("common::const_deduplication")
-        assert type(fresh) is type(registry["common::const_deduplication"])
-        assert fresh is not registry["common::const_deduplication"]
-        before = fresh.const_threshold
-        try:  # what adapters.compact sets (coremltools 9.0 stores it on the class, so it is restored here)
-            fresh.const_threshold = 1
-            assert fresh.const_threshold == 1
-        finally:
-            fresh.const_threshold = before
+        shared = registry["common::const_deduplication"]
+        before = shared.const_threshold
+        with coreml_compat.const_dedup_threshold(1) as dedup:
+            assert dedup.const_threshold == 1 and type(dedup)().const_threshold == 1  # the class holds it
+        assert shared.const_threshold == before  # and it is put back for every later conversion
+
+
+def test_coreml_input_vars_of_an_op(mlmodel):
+    with coreml():
+        op = next(o for o in coreml_compat.mil_program(mlmodel).functions["main"].operations if o.op_type != "const")
+        bound = coreml_compat.input_vars(op)
+        assert bound and set(bound) <= set(op.inputs)
+        copy_ = __import__("copy").copy(op)
+        name = next(iter(bound))
+        coreml_compat.set_input_var(copy_, name, "x")
+        assert coreml_compat.input_vars(copy_)[name] == "x" and coreml_compat.input_vars(op)[name] != "x"
 
 
 def test_coreml_register_graph_pass_twice_is_one_pass_that_runs(mlmodel):

@@ -90,11 +90,13 @@ def entry_of(data: dict, fmt: str) -> dict:
 
 @pytest.fixture
 def loads(monkeypatch) -> list[str]:
-    """Every model path `edgekit.sources.load_source` is asked to load."""
+    """Every model path `edgekit.sources.load_source` is asked to load (also where verify.bundle imported it)."""
     import edgekit.sources
+    import edgekit.verify.bundle
 
     seen, real = [], edgekit.sources.load_source
-    monkeypatch.setattr(edgekit.sources, "load_source", lambda path, **kw: seen.append(str(path)) or real(path, **kw))
+    for module in (edgekit.sources, edgekit.verify.bundle):
+        monkeypatch.setattr(module, "load_source", lambda path, **kw: seen.append(str(path)) or real(path, **kw))
     return seen
 
 

@@ -175,3 +175,31 @@ def test_every_package_folder_is_installed() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     folders = {m for m, path in MODULES.items() if path.name == "__init__.py"}
     assert folders - listed == set()
+
+
+def test_the_cli_tests_support_and_benchmarks_use_only_the_public_face() -> None:
+    """The command line, tests/support.py and benchmarks/ import edgekit's public names (``import edgekit``,
+    ``from edgekit import X`` with X in ``edgekit.__all__``) and no internal module; the CLI may also import its
+    own plumbing: the command modules, the command registry's class, terminal status lines, the debug log."""
+    import edgekit
+
+    cli_plumbing = ("edgekit.commands", "edgekit.registry", "edgekit.progress", "edgekit.debuglog")
+    users = {"edgekit/cli.py": cli_plumbing, "edgekit/commands/*.py": cli_plumbing, "tests/support.py": (),
+             "benchmarks/*.py": ()}
+    bad = []
+    for pattern, allowed in users.items():
+        paths = sorted(ROOT.glob(pattern))
+        assert paths, pattern
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module == "edgekit" and node.level == 0:
+                    names = [f"edgekit.{alias.name}" for alias in node.names if alias.name not in edgekit.__all__]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {name}" for name in names
+                        if _under(name, "edgekit") and name != "edgekit" and not any(_under(name, p) for p in allowed)]
+    assert bad == []

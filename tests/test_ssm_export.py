@@ -6,11 +6,14 @@ One tiny byte LM is trained (a few seconds) and converted once; every test reads
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import edgekit
 from edgekit.artifact import load_manifest
 from edgekit.cli import main
 from edgekit.converters import CONVERTERS
@@ -114,3 +117,14 @@ def test_verify_bundle_reruns_every_graph(lm_bundle, capsys):
     assert main(["verify", str(bundle), "--json"]) == 0
     out = capsys.readouterr().out
     assert "prefill_L48" in out and "step" in out
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS: the artifact is timed there")
+def test_bench_graph_records_a_runtime_that_cannot_run_here_as_not_run():
+    torch.manual_seed(0)
+    model = edgekit.create_model("ssm", head="byte_lm", d_model=16, n_layers=1, head_dim=8, d_state=4, chunk=8,
+                                 export_lengths=[8]).eval()
+    coreml = edgekit.bench_graph(model, "step", formats=["coreml"], threads=1, warmup=0, runs=1)["coreml"]
+    assert "error" not in coreml, coreml
+    assert coreml["status"].startswith("not run: ") and "macOS" in coreml["status"]
+    assert coreml["size_bytes"] > 0 and "median_ms" not in coreml

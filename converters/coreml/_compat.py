@@ -7,7 +7,8 @@ there, by name, instead of deep inside a conversion.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 from edgekit.errors import require
 
@@ -33,9 +34,30 @@ def pass_registry() -> Any:
     return PASS_REGISTRY
 
 
-def fresh_pass(name: str) -> Any:
-    """A private instance of a registered pass (the registry's instance is shared by every pipeline)."""
-    return type(pass_registry()[name])()
+@contextlib.contextmanager
+def const_dedup_threshold(elements: int) -> Iterator[Any]:
+    """``common::const_deduplication`` with a smaller size threshold, for the duration of the block.
+
+    coremltools 9 keeps the threshold on the pass class (``const_deduplication._const_threshold``, which the
+    ``const_threshold`` setter writes), so every instance shares it: it is set here and restored on exit, or
+    every later conversion in the process would deduplicate tiny constants too."""
+    dedup = pass_registry()["common::const_deduplication"]
+    before = dedup.const_threshold
+    dedup.const_threshold = elements
+    try:
+        yield dedup
+    finally:
+        dedup.const_threshold = before
+
+
+def input_vars(op: Any) -> dict[str, Any]:
+    """A MIL op's bound inputs by name, as its value inference reads them: ``Operation._input_vars``."""
+    return op._input_vars
+
+
+def set_input_var(op: Any, name: str, value: Any) -> None:
+    """Bind input ``name`` of (a copy of) a MIL op to ``value`` for its value inference."""
+    op._input_vars = {**op._input_vars, name: value}
 
 
 def register_graph_pass(name: str, apply: Callable[[Any], None]) -> str:

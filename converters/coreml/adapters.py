@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.converters.base import Written
-from edgekit.converters.coreml._compat import apply_graph_passes, block_context, fresh_pass, graph_pass, mil_program, pass_registry
+from edgekit.converters.coreml._compat import apply_graph_passes, block_context, const_dedup_threshold, graph_pass, mil_program, pass_registry
 from edgekit.converters.coreml.compress import convert_and_compress, shorten_names
 from edgekit.errors import require
 from edgekit.graph import NamedGraph
@@ -97,10 +97,9 @@ def compact(mlmodel):
             _share_text_consts(function)
         shorten_names(prog)
 
-    dedup = fresh_pass("common::const_deduplication")
-    dedup.const_threshold = 1  # also strides, pads, groups: tiny, but one const op each per conv
-    passes = [dedup, pass_registry()["common::dead_code_elimination"], graph_pass(share_and_shorten)]
-    return apply_graph_passes(mlmodel, passes)
+    with const_dedup_threshold(1) as dedup:  # also strides, pads, groups: tiny, but one const op each per conv
+        passes = [dedup, pass_registry()["common::dead_code_elimination"], graph_pass(share_and_shorten)]
+        return apply_graph_passes(mlmodel, passes)
 
 
 def _share_text_consts(block) -> None:

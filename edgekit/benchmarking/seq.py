@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from edgekit.benchmarking.stats import time_calls
-from edgekit.converters import CONVERTERS, ModelSource
+from edgekit.converters import CONVERTERS, ModelSource, RunnerUnavailable
 from edgekit.models.base import ExportGraph
 
 
@@ -36,7 +36,8 @@ def measure_graph(graph: ExportGraph, fmt: str, folder: Path, *, threads: int, w
 
     Returns export seconds, size, max |Δ| vs PyTorch, latency stats and (``memory``) peak memory in MB.
     A conversion or runtime failure is returned as ``{"error": "..."}``, not raised: one bad point
-    must not lose a whole sweep."""
+    must not lose a whole sweep. An artifact whose runtime cannot run here (Core ML off macOS) keeps
+    its export seconds and size, with ``"status": "not run: <reason>"`` in place of parity and latency."""
     conv = CONVERTERS.get(fmt)
     path = folder / conv.artifact_name(f"{graph.name}_{fmt}", "fp32")
     inputs = [x.numpy() for x in graph.example_inputs]
@@ -47,6 +48,8 @@ def measure_graph(graph: ExportGraph, fmt: str, folder: Path, *, threads: int, w
         conv.export(graph_source(graph, graph.name), path, "fp32", {})
         seconds = time.perf_counter() - start
         run = conv.runner(path, threads)
+        if isinstance(run, RunnerUnavailable):
+            return {"export_seconds": round(seconds, 1), "size_bytes": _size(path), "status": f"not run: {run.reason}"}
         err = max(float(np.abs(np.asarray(g, np.float64) - w).max()) for g, w in zip(run(inputs), want))
         stats = time_calls(lambda: run(inputs), warmup=warmup, runs=runs, threads=threads)
     except Exception as exc:  # noqa: BLE001 - recorded in the result row

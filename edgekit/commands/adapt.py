@@ -35,19 +35,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 @command("adapt", "train a LoRA adapter for a checkpoint on a domain or your data; writes adapter.safetensors + .json",
          configure)
 def run(args: argparse.Namespace) -> int:
-    from edgekit.checkpoint import load_checkpoint
-    from edgekit.io import check_output_dir
-    from edgekit.lora import AdaptOptions, adapt_checkpoint
-    from edgekit.lora.adapter import safe_name
+    import edgekit
 
-    ckpt = load_checkpoint(args.checkpoint)
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-    options = AdaptOptions(rank=args.rank, alpha=args.alpha, targets=targets, steps=args.steps,
+    result = edgekit.adapt(args.checkpoint, domain=args.domain, data=args.data, out=args.out, overwrite=args.overwrite,
+                           name=args.name, rank=args.rank, alpha=args.alpha, targets=targets, steps=args.steps,
                            examples=args.examples, lr=args.lr, seed=args.seed)
-    name = safe_name(args.name or args.domain or Path(args.data).stem)
-    out = args.out or ckpt.path.parent / "adapters" / name
-    check_output_dir(out, "adapter", args.overwrite)  # before training
-    result = adapt_checkpoint(ckpt, out, domain=args.domain, data=args.data, options=options, name=name)
     m = result.meta
     if args.json:
         print_json({"adapter": str(result.path), **m})

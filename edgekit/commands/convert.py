@@ -47,7 +47,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def parse_lengths(text: str) -> tuple[int, ...]:
     """``"256,1024"`` → (256, 1024); every length a positive integer."""
-    from edgekit.errors import EdgekitError
+    from edgekit import EdgekitError
 
     try:
         lengths = tuple(int(x) for x in text.split(",") if x.strip())
@@ -58,76 +58,29 @@ def parse_lengths(text: str) -> tuple[int, ...]:
     return lengths
 
 
-def default_bundle(model: str, variant: str = "") -> Path:
-    """``bundle`` beside the checkpoint (``bundle_<variant>`` for an adapted model)."""
-    path = Path(model)
-    name = f"bundle_{variant}" if variant else "bundle"
-    if path.is_dir():
-        return path.parent / name
-    if path.name in ("model.safetensors", "meta.json"):
-        return path.parent.parent / name
-    return path.with_name(f"{path.stem}_bundle")
-
-
 @command("convert", "export a model to ONNX / TFLite / Core ML, verify each artifact, write a bundle", configure)
 def run(args: argparse.Namespace) -> int:
-    from edgekit.conversion import convert_graphs, converted_entries
-    from edgekit.converters import CONVERTERS
+    import edgekit
     from edgekit.progress import status
-    from edgekit.report.table import CONVERT_COLUMNS, print_table
-    from edgekit.report.rows import build_rows
-    from edgekit.sources import graph_sources, load_source, reference_for
 
-    from edgekit.io import check_output_dir
-    from edgekit.quant import QuantSpec
-
-    if args.out:
-        check_output_dir(args.out, "bundle", args.overwrite)  # before converting
-    formats = list(args.formats)  # parsed and checked by --to's type
-    if args.npu and "tflite" not in formats:
-        from edgekit.errors import EdgekitError
-
-        raise EdgekitError(f"--npu {args.npu} compiles the TFLite artifact; add tflite to --to (got {','.join(formats)})")
-    spec = QuantSpec.parse(args.quant or args.precision, calib_source=args.calib, calib_samples=args.calib_samples,
-                           budget_points=args.accuracy_budget, qat_epochs=args.qat)
-    for fmt in formats:
-        CONVERTERS.get(fmt).check_precision(spec)
-    if args.adapters:
-        return run_adapters(args, formats, spec)
-    if args.adapter:
-        from edgekit.lora.export import adapter_references, merged_source
-
-        source, adapter, ckpt = merged_source(args.model, args.adapter)
-        sources = graph_sources(source, parse_lengths(args.lengths))
-        references = adapter_references(sources, adapter, ckpt)
-    else:
-        source = load_source(args.model, labels=args.labels, meta=args.meta)
-        sources = graph_sources(source, parse_lengths(args.lengths))
-        references = [reference_for(s) for s in sources]
-    bundle = args.out or default_bundle(args.model, source.name if args.adapter else "")
-    manifest = convert_graphs(sources, formats, bundle, references, quant=spec, threads=args.threads,
-                              overwrite=args.overwrite, progress=status)
-    if args.adapter:  # record which adapter was merged into the weights
-        from edgekit.artifact import bundle_lock, record_entries
-        from edgekit.adapter_bundle import adapter_summary
-
-        manifest.source["merged_adapter"] = adapter_summary(adapter)
-        with bundle_lock(bundle):
-            record_entries(bundle, manifest, [])
-    entries = converted_entries(manifest, sources, formats)  # with formats' extra graphs (Core ML step_stateful)
-    if args.npu:
-        from edgekit.npu import compile_bundle_for_npu
-
-        entries.append(compile_bundle_for_npu(bundle, manifest, args.npu))
+    spec = edgekit.QuantSpec.parse(args.quant or args.precision, calib_source=args.calib,
+                                   calib_samples=args.calib_samples, budget_points=args.accuracy_budget,
+                                   qat_epochs=args.qat)
+    adapters = [p.strip() for p in args.adapters.split(",") if p.strip()] if args.adapters else None
+    bundle = edgekit.convert(args.model, to=args.formats, quant=spec, out=args.out, threads=args.threads,
+                             overwrite=args.overwrite, labels=args.labels, meta=args.meta,
+                             lengths=parse_lengths(args.lengths), adapter=args.adapter, adapters=adapters,
+                             npu=args.npu, progress=status)
     if args.json:
-        print_json({"bundle": str(bundle), "artifacts": [e.to_dict() for e in entries]})
+        listed = {"adapters": bundle.manifest.adapters} if adapters is not None else {}
+        print_json({"bundle": str(bundle.path), **listed, "artifacts": [e.to_dict() for e in bundle.written]})
+    elif adapters is not None:
+        print_adapter_bundle(bundle.written)
     else:
-        graphs = {e.graph for e in entries if e is not None}
-        rows = [r for r in build_rows(manifest, []) if r["format"] in formats and r["graph"] in graphs]
-        where = "; ".join(r.description for r in references)
-        print_table(rows, f"{source.name} → {bundle} (verified on {where})", columns=CONVERT_COLUMNS)
-        print_quant_summary([e for e in entries if e is not None])
-    return finish(bundle, entries)
+        edgekit.print_table(bundle.rows(), f"{bundle.manifest.name} → {bundle.path} (verified on "
+                            f"{bundle.verified_on})", columns="convert")
+        print_quant_summary(bundle.written)
+    return finish(bundle.path, bundle.written)
 
 
 def finish(bundle, entries) -> int:
@@ -135,7 +88,7 @@ def finish(bundle, entries) -> int:
     from edgekit.progress import status
 
     status(f"bundle: {bundle}")
-    failed = [e for e in entries if e is not None and e.status == "failed"]
+    failed = [e for e in entries if e.status == "failed"]
     for entry in failed:
         print(f"edgekit: error: {entry.error}", file=sys.stderr)
     return 1 if failed else 0
@@ -146,12 +99,10 @@ def print_quant_summary(entries) -> None:
     quant = next((e.verification["quantization"] for e in entries if "quantization" in e.verification), None)
     if not quant:
         return
-    from edgekit.quant.report import LayerError, print_layer_table
+    from edgekit import print_table
 
     if quant.get("layer_sqnr_db"):
-        rows = [LayerError(r["layer"], r["op"], float("inf") if r["sqnr_db"] is None else r["sqnr_db"], r["quantized"])
-                for r in quant["layer_sqnr_db"]]
-        print_layer_table(rows)
+        print_table(quant["layer_sqnr_db"], "per-layer SQNR vs fp32 (dB, higher is better)", columns="layers")
     mixed = quant.get("mixed_precision")
     if mixed:
         kept = ", ".join(mixed["float_layers"]) or "none"
@@ -159,33 +110,9 @@ def print_quant_summary(entries) -> None:
               f"on {mixed['evaluated_on']}; layers kept in float: {kept}")
 
 
-def run_adapters(args: argparse.Namespace, formats: list[str], spec) -> int:
-    """``--adapters A,B``: one bundle with the base and every adapter as selectable variants."""
-    from edgekit.errors import EdgekitError
-    from edgekit.adapter_bundle import package_adapters
-
-    unsupported = [flag for flag, given in (("--npu", args.npu), ("--calib", args.calib), ("--qat", args.qat),
-                                            ("--accuracy-budget", args.accuracy_budget is not None)) if given]
-    if unsupported:
-        raise EdgekitError(f"{unsupported[0]} does not apply to --adapters bundles; merge one adapter with --adapter")
-    paths = [p.strip() for p in args.adapters.split(",") if p.strip()]
-    bundle = args.out or default_bundle(args.model, "adapters")
-    from edgekit.io import check_output_dir
-
-    check_output_dir(bundle, "bundle", args.overwrite)
-    manifest = package_adapters(args.model, paths, formats, bundle, quant=spec, threads=args.threads,
-                                lengths=parse_lengths(args.lengths), overwrite=args.overwrite)
-    entries = [e for e in manifest.artifacts if e.format in formats]
-    if args.json:
-        print_json({"bundle": str(bundle), "adapters": manifest.adapters, "artifacts": [e.to_dict() for e in entries]})
-    else:
-        print_adapter_bundle(entries)
-    return finish(bundle, entries)
-
-
 def print_adapter_bundle(entries) -> None:
     """Per artifact: size against the base alone; per variant: how to select it and its parity."""
-    from edgekit.adapter_bundle import SIZE_GOAL
+    from edgekit import ADAPTER_SIZE_GOAL
 
     for e in entries:
         if e.error:
@@ -193,7 +120,7 @@ def print_adapter_bundle(entries) -> None:
             continue
         v = e.verification
         print(f"{e.file}: {e.size_bytes:,} B = {v['size_ratio_vs_base']:.2f}x the base alone "
-              f"({v['base_size_bytes']:,} B; goal <= {SIZE_GOAL}x), {v['status']} by {v['method']}")
+              f"({v['base_size_bytes']:,} B; goal <= {ADAPTER_SIZE_GOAL}x), {v['status']} by {v['method']}")
         for var in e.variants:
             r = var["verification"]
             acc = f", accuracy {r['accuracy']:.2%}" if r.get("accuracy") is not None else ""

@@ -1,7 +1,7 @@
 """`edgekit devices`: the Android devices adb can reach (serial, model, SoC, Android, ABI).
 
 It also holds the bench command's adb flags (``add_adb_bench_arguments``) and their translation into
-the library's ``AdbBenchOptions`` (``bench_options``); the ``adb`` backend itself registers in the library
+the library's ``AdbBenchOptions`` (``flag_options``); the ``adb`` backend itself registers in the library
 (``edgekit.devices.adb_backend``).
 """
 
@@ -26,11 +26,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 @command("devices", "list Android devices reachable by adb: serial, model, SoC, Android version, ABI", configure)
 def run(args: argparse.Namespace) -> int:
-    from edgekit.devices.adb import adb_timeout
-    from edgekit.devices.device_info import list_devices
+    from edgekit import adb_devices
 
-    with adb_timeout(args.timeout):
-        devices = [d.to_dict() for d in list_devices(timeout=args.timeout)]
+    devices = adb_devices(timeout=args.timeout)
     if args.json:
         print_json(devices)
         return 0
@@ -52,16 +50,16 @@ def format_table(devices: list[dict[str, Any]]) -> str:
 
 def add_adb_bench_arguments(p: argparse.ArgumentParser) -> None:
     """The adb flags of `edgekit bench --device adb[:SERIAL]` (call from the bench command's configure)."""
-    from edgekit.devices.adb_bench import DELEGATES, RUNNERS
+    from edgekit import AdbBenchOptions
 
     g = p.add_argument_group("adb device (--device adb[:SERIAL])")
     g.add_argument("--benchmark-binary", type=Path, help="LiteRT benchmark_model built for the device "
                    "(or EDGEKIT_BENCHMARK_BINARY); never downloaded")
-    g.add_argument("--delegate", default="cpu", choices=DELEGATES.names(), help="delegate (default cpu = XNNPACK)")
+    g.add_argument("--delegate", default="cpu", choices=AdbBenchOptions.delegates.names(), help="delegate (default cpu = XNNPACK)")
     g.add_argument("--cpu-mask", help="pin to cores with taskset, hex mask such as f0")
     g.add_argument("--qairt-dir", type=Path, help="unpacked Qualcomm QAIRT SDK, for --delegate qnn")
     g.add_argument("--keep", action="store_true", help="leave pushed files on the device")
-    g.add_argument("--runner", default="benchmark_model", choices=RUNNERS.names(),
+    g.add_argument("--runner", default="benchmark_model", choices=AdbBenchOptions.runners.names(),
                    help="benchmark_model (default) or python (boards with Python: LiteRT/ONNX Runtime)")
     g.add_argument("--device-python", default="python3", help="Python on the device for --runner python")
     g.add_argument("--timeout", type=positive_float, metavar="SECONDS",
@@ -76,7 +74,7 @@ FLAG_OPTIONS: Registry[Callable[[argparse.Namespace], Any]] = Registry("device b
 @FLAG_OPTIONS.register("adb")
 def adb_options(args: argparse.Namespace) -> Any:
     """The adb flags as ``AdbBenchOptions``."""
-    from edgekit.devices.adb_bench import AdbBenchOptions
+    from edgekit import AdbBenchOptions
 
     return AdbBenchOptions(
         benchmark_binary=args.benchmark_binary, threads=args.threads, warmup=args.warmup, runs=args.runs,
@@ -84,10 +82,8 @@ def adb_options(args: argparse.Namespace) -> Any:
         runner=args.runner, python=args.device_python, timeout_s=args.timeout)
 
 
-def bench_options(backend: str, args: argparse.Namespace) -> Any:
-    """The options object of device ``backend`` from the bench command's flags."""
-    from edgekit.benchmarking.targets import device_options
-
-    if backend in FLAG_OPTIONS:
-        return FLAG_OPTIONS.get(backend)(args)
-    return device_options(backend, threads=args.threads, warmup=args.warmup, runs=args.runs)
+def flag_options(args: argparse.Namespace) -> Any:
+    """The options object of the bench command's ``--device`` backend from its flags; None for the host or a
+    backend without flags (``edgekit.bench`` gives it its defaults with --threads, --warmup and --runs)."""
+    backend = args.device.partition(":")[0]
+    return FLAG_OPTIONS.get(backend)(args) if backend in FLAG_OPTIONS else None

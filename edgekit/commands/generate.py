@@ -27,7 +27,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from edgekit.generate import generate, open_step_session
+    from edgekit import open_step_session
     from edgekit.progress import status
 
     session = open_step_session(args.model, args.format, args.threads)
@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     out = bytearray()
     if not args.json:
         sys.stdout.write(args.prompt)
-    for byte in generate(session, prompt, args.max_bytes, temperature=args.temperature, top_k=args.top_k,
-                         seed=args.seed):
+    for byte in session.generate(prompt, args.max_bytes, temperature=args.temperature, top_k=args.top_k,
+                                 seed=args.seed):
         out.append(byte)
         if not args.json:
             sys.stdout.write(decoder.decode(bytes([byte])))

@@ -14,21 +14,21 @@ LISTINGS: Registry[Callable[[], list[dict[str, str]]]] = Registry("listing")
 
 @LISTINGS.register("models")
 def _models() -> list[dict[str, str]]:
-    from edgekit.models import FAMILIES
+    from edgekit import FAMILIES
 
     return [{"name": n, "description": FAMILIES.get(n).summary} for n in FAMILIES]
 
 
 @LISTINGS.register("recipes")
 def _recipes() -> list[dict[str, str]]:
-    from edgekit.recipe import bundled_recipes, load_recipe
+    from edgekit import bundled_recipes, load_recipe
 
     return [{"name": n, "description": load_recipe(n).description} for n in bundled_recipes()]
 
 
 @LISTINGS.register("formats")
 def _formats() -> list[dict[str, str]]:
-    from edgekit.converters import CONVERTERS
+    from edgekit import CONVERTERS
 
     return [{"name": n, "description": f"{c.suffix} via {c.runtime}; precisions {', '.join(c.precisions)}; "
              f"extra [{c.extra}]"} for n, c in ((n, CONVERTERS.get(n)) for n in CONVERTERS)]
@@ -36,14 +36,14 @@ def _formats() -> list[dict[str, str]]:
 
 @LISTINGS.register("datasets")
 def _datasets() -> list[dict[str, str]]:
-    from edgekit.data import DATASETS
+    from edgekit import DATASETS
 
     return [{"name": n, "description": (DATASETS.get(n).__doc__ or "").strip().splitlines()[0]} for n in DATASETS]
 
 
 @LISTINGS.register("domains")
 def _domains() -> list[dict[str, str]]:
-    from edgekit.lora.domains import DOMAINS
+    from edgekit import DOMAINS
 
     return [{"name": n, "description": f"{DOMAINS.get(n).description}; for {DOMAINS.get(n).task} models"}
             for n in DOMAINS]
@@ -51,7 +51,7 @@ def _domains() -> list[dict[str, str]]:
 
 @LISTINGS.register("augmentations")
 def _augmentations() -> list[dict[str, str]]:
-    from edgekit.training.augment import AUGMENTATIONS
+    from edgekit import AUGMENTATIONS
 
     return [{"name": n, "description": (AUGMENTATIONS.get(n).__doc__ or "").strip().splitlines()[0] if AUGMENTATIONS.get(n).__doc__ else ""}
             for n in AUGMENTATIONS]
@@ -60,7 +60,7 @@ def _augmentations() -> list[dict[str, str]]:
 @LISTINGS.register("devices")
 def _devices() -> list[dict[str, str]]:
     rows = [{"name": "host", "description": "this machine: PyTorch, ONNX Runtime, LiteRT interpreter"}]
-    from edgekit.benchmarking.targets import DEVICE_LISTERS
+    from edgekit import DEVICE_LISTERS
 
     for name in DEVICE_LISTERS:
         rows += DEVICE_LISTERS.get(name)()

@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
-
-from edgekit.report.table import print_table
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def add_run_folder_flags(parser: argparse.ArgumentParser) -> None:
+    """--out (a run folder, default runs/<recipe name>), --overwrite and --json: `edgekit run` and `edgekit train`."""
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder edgekit did not create (its other files are kept)")
+    add_json_flag(parser)
 
 
 def print_json(data: Any) -> None:
@@ -24,8 +31,6 @@ def show_rows(args: argparse.Namespace, rows: list[dict[str, Any]], title: str, 
     if args.json:
         print_json(data if data is not None else rows)
     else:
+        from edgekit import print_table
+
         print_table(rows, title)
-
-
-def parse_formats(text: str) -> list[str]:
-    return [f.strip() for f in text.split(",") if f.strip()]

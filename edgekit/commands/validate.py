@@ -8,33 +8,36 @@ one ``edgekit: error:`` line with exit code 1. Each message names the value and 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Callable
-
-from edgekit.config import Bound
-from edgekit.errors import EdgekitError
 
 
 def int_in(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """An integer in ``[low, high]`` (``None``: unbounded)."""
-    return _ranged(int, "integer", Bound(low, high))
+    return _ranged(int, "integer", low, high)
 
 
 def float_in(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Callable[[str], float]:
     """A finite number in ``[low, high]`` (``(low, high]`` with ``low_open``); nan and inf are refused."""
-    return _ranged(float, "number", Bound(low, high, low_open=low_open))
+    return _ranged(float, "number", low, high, low_open)
 
 
-def _ranged(convert: Callable[[str], Any], noun: str, bound: Bound) -> Callable[[str], Any]:
+def _ranged(convert: Callable[[str], Any], noun: str, low: float | None, high: float | None,
+            low_open: bool = False) -> Callable[[str], Any]:
     integer = convert is int
+    limits = [f"{'>' if low_open else '>='} {low:g}"] if low is not None else []
+    limits += [f"<= {high:g}"] if high is not None else []
+    expected = f"{'an integer' if integer else 'a finite number'} {' and '.join(limits)}".strip()
 
     def parse(text: str) -> Any:
         try:
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an' if integer else 'a'} {noun}; "
-                                             f"expected {bound.describe(integer)}") from None
-        if not bound.ok(value):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; expected {bound.describe(integer)}")
+                                             f"expected {expected}") from None
+        above = low is None or (value > low if low_open else value >= low)
+        if not (math.isfinite(value) and above and (high is None or value <= high)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected {expected}")
         return value
 
     parse.__name__ = noun  # argparse names the type in its own messages
@@ -50,7 +53,7 @@ non_negative_float = float_in(0)
 
 def format_list(text: str) -> list[str]:
     """``--to onnx,tflite``: a non-empty list of registered converter names."""
-    from edgekit.converters import CONVERTERS
+    from edgekit import CONVERTERS
 
     names = [f.strip() for f in text.split(",") if f.strip()]
     known = ", ".join(CONVERTERS.names())
@@ -64,7 +67,7 @@ def format_list(text: str) -> list[str]:
 
 def npu_target(text: str) -> str:
     """``--npu VENDOR:SOC`` with a registered vendor (checked before any conversion)."""
-    from edgekit.npu import check_npu_target
+    from edgekit import EdgekitError, check_npu_target
 
     try:
         check_npu_target(text)

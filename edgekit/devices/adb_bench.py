@@ -17,7 +17,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from edgekit.benchmarking.result import BenchResult
 from edgekit.benchmarking.stats import LatencyStats
@@ -53,6 +53,8 @@ for _d in (
     DELEGATES.register(_d.name)(_d)
 DELEGATES.register("xnnpack")(DELEGATES.get("cpu"))
 
+RUNNERS: Registry[AdbRunner] = Registry("adb runner")  # filled below, once its bench functions are defined
+
 # Hexagon DSP generation of Snapdragon SoCs (QAIRT lib/hexagon-vNN); unknown SoCs get every version.
 HEXAGON_BY_SOC = {"SM8450": "v69", "SM8475": "v69", "SM8550": "v73", "SM8650": "v75", "SM8750": "v79"}
 QNN_ANDROID_LIBS = ("libQnnTFLiteDelegate.so", "libQnnHtp.so", "libQnnHtpPrepare.so", "libQnnSystem.so")
@@ -74,6 +76,8 @@ class AdbBenchOptions:
     python: str = "python3"  # the device's Python, for runner="python"
     remote_dir: str | None = None  # device folder (None: $EDGEKIT_ADB_REMOTE_DIR or /data/local/tmp/edgekit)
     timeout_s: float | None = None  # bounds every adb call, the run included (None: 600 s run, 10-120 s others)
+    delegates: ClassVar[Registry[Delegate]] = DELEGATES  # the names ``delegate`` takes
+    runners: ClassVar[Registry[AdbRunner]] = RUNNERS  # the names ``runner`` takes
 
     def __post_init__(self) -> None:
         for name in ("benchmark_binary", "qairt_dir"):  # a str path is taken as a Path
@@ -356,7 +360,6 @@ class AdbRunner:
     formats: tuple[str, ...]
 
 
-RUNNERS: Registry[AdbRunner] = Registry("adb runner")
 RUNNERS.register("benchmark_model")(AdbRunner(bench_benchmark_model, ("tflite",)))
 RUNNERS.register("python")(AdbRunner(bench_python, ("tflite", "onnx")))
 

@@ -13,10 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import torch
-from rich.table import Table
 
 from edgekit.quant.pt2e import PreparedQuant, layer_nodes, op_type
-from edgekit.report.table import stdout_console
 
 
 @dataclass(frozen=True)
@@ -92,13 +90,3 @@ def layer_report(quant: PreparedQuant, samples: Iterable[tuple[torch.Tensor, ...
 def _first(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
-
-def print_layer_table(rows: list[LayerError], title: str = "per-layer SQNR vs fp32 (dB, higher is better)") -> None:
-    """The report as a terminal table (stdout)."""
-    table = Table(title=title)
-    for column in ("layer", "op", "SQNR dB", "int8"):
-        table.add_column(column, justify="left" if column in ("layer", "op") else "right")
-    for r in rows:
-        sqnr = "exact" if math.isinf(r.sqnr_db) else f"{r.sqnr_db:.1f}"
-        table.add_row(r.layer, r.op, sqnr, "yes" if r.quantized else "float")
-    stdout_console().print(table)

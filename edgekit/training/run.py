@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from edgekit.checkpoint import save_checkpoint
 from edgekit.data import load_dataset
 from edgekit.models import create_model
@@ -15,6 +17,7 @@ from edgekit.versions import tool_versions
 def train_recipe(recipe: Recipe, out_dir: str | Path) -> tuple[Path, TrainResult]:
     """Train the recipe's model on its data and save ``out_dir/checkpoint``."""
     data = load_dataset(recipe.data["source"], **recipe.data_options())
+    torch.manual_seed(recipe.seed)  # the initial weights too: the same recipe and seed give the same checkpoint
     model = create_model(recipe.model["family"], recipe.model_options())
     result = train_model(model, data, recipe.train, recipe.seed)
     meta = {

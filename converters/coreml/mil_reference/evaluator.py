@@ -29,7 +29,7 @@ from edgekit.converters.coreml.mil_reference.precision import (
 from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, find_kernel
 from edgekit.converters.coreml.mil_reference.state import MilState, is_state, state_spec
 from edgekit.errors import require
-from edgekit.converters.coreml._compat import has_own_value_inference, load_milproto
+from edgekit.converters.coreml._compat import has_own_value_inference, load_milproto, set_input_var
 
 Ref = str | tuple[str, ...]  # the name(s) of the variable(s) an op input reads
 
@@ -87,13 +87,12 @@ class _Bound:
 def _value_inference(op: Any, a: dict[str, Any]) -> Any:
     """Run coremltools' ``value_inference`` of ``op`` on a copy whose inputs hold ``a``."""
     shadow = copy.copy(op)
-    shadow._input_vars = dict(op._input_vars)
     for name, var in op.inputs.items():
         if isinstance(var, (tuple, list)):
             bound: Any = tuple(_Bound(v, x) for v, x in zip(var, a[name]))
         else:
             bound = _Bound(var, a[name])
-        shadow._input_vars[name] = bound
+        set_input_var(shadow, name, bound)
         setattr(shadow, name, bound)
     result = shadow.value_inference()
     if result is None:
