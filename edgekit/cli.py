@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from edgekit import EdgekitError, __version__
@@ -46,6 +47,9 @@ def _run(args: argparse.Namespace, log) -> int:
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edgekit bench X --json | head`: the reader left; not an error of edgekit's
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
+        return 141  # 128 + SIGPIPE, as a shell reports a command the pipe closed on
     except EdgekitError as exc:
         if args.debug:
             _print_captured(exc)

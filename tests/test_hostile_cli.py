@@ -54,3 +54,15 @@ def test_an_unwritable_debug_log_does_not_hide_the_error(crashing_list, capsys, 
     assert main(["list", "models"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("edgekit: error: ValueError: boom") and "run with --debug" in err
+
+
+def test_a_reader_that_leaves_the_pipe_is_not_an_error():
+    """`edgekit list formats --json | head -1`: the closed pipe ends edgekit quietly with 141, no traceback line."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "list", "formats", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before edgekit writes (its start-up takes far longer than this)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "error" not in err and "Traceback" not in err, err
