@@ -10,7 +10,7 @@ from typing import Any
 
 from edgekit import __version__
 from edgekit.errors import EdgekitError
-from edgekit.io import atomic_write_text, exclusive_lock, os_error
+from edgekit.io import atomic_write_text, exclusive_lock, os_error, sha256_path
 from edgekit.outdir import CONTENT_CHECKS, LOCK
 
 MANIFEST = "manifest.json"
@@ -87,9 +87,12 @@ class Manifest:
         return path
 
     def entry(self, fmt: str, graph: str | None = None) -> ArtifactEntry | None:
-        """The artifact of ``fmt`` (of ``graph`` when given; else the first of any graph)."""
-        return next((a for a in self.artifacts if a.format == fmt and not a.compiled_for
-                     and (graph is None or a.graph == graph)), None)
+        """The artifact of ``fmt`` (of ``graph`` when given; else of the first graph that has one). Of several
+        precisions, the one recorded last: ``merge`` appends, so that is the latest conversion's."""
+        found = [a for a in self.artifacts if a.format == fmt and not a.compiled_for
+                 and (graph is None or a.graph == graph)]
+        found = [a for a in found if a.graph == found[0].graph] if found else []
+        return found[-1] if found else None
 
     def merge(self, entries: list[ArtifactEntry]) -> None:
         """Replace entries of the same format, precision and graph, keep the others."""
@@ -229,3 +232,15 @@ def record_entries(bundle: str | Path, manifest: Manifest, entries: list[Artifac
     manifest.merge(entries)
     manifest.save(bundle)
     return manifest
+
+
+def artifact_problem(bundle: Path, entry: ArtifactEntry) -> str | None:
+    """Why a kept artifact must not be used (outside the bundle, missing, sha256 not the recorded one), or None."""
+    path = bundle_path(bundle, entry.file)
+    if not path.exists():
+        return f"{entry.file} is missing"
+    actual = sha256_path(path)
+    if actual != entry.sha256:
+        return (f"{entry.file} changed since conversion (sha256 {actual[:12]}…, manifest.json records "
+                f"{str(entry.sha256)[:12]}…)")
+    return None

@@ -90,9 +90,7 @@ def converted_entries(manifest: Manifest, sources: list[ModelSource], formats: l
     graphs = [s.graph for s in sources]
     extra = [a.graph for a in manifest.artifacts if a.format in formats and not a.compiled_for and a.graph
              and a.graph not in graphs and any(a.graph.startswith(f"{g}_") for g in graphs if g)]
-    # Manifest.merge appends what is recorded: of a format and graph in several precisions, this run's is the last
-    latest = {(a.format, a.graph): a for a in manifest.artifacts if not a.compiled_for}
-    return [e for g in [*graphs, *dict.fromkeys(extra)] for fmt in formats if (e := latest.get((fmt, g)))]
+    return [e for g in [*graphs, *dict.fromkeys(extra)] for fmt in formats if (e := manifest.entry(fmt, g))]
 
 
 def manifest_for(source: ModelSource, bundle: Path, overwrite: bool = False) -> Manifest:

@@ -4,7 +4,7 @@ and nothing edgekit did not write is ever deleted (:mod:`edgekit.outdir` says wh
 Every write stages in a hidden ``.NAME.*.partial`` folder beside its target and is renamed into place
 when complete. A process killed mid-write leaves that folder behind; the next writer of the bundle
 removes it under the bundle's lock (:func:`remove_stale_staging`). Paths being written are known to
-:func:`live_paths`; the watcher of ``converters/_quiet.py`` removes them if a native library ends the process.
+:func:`live_paths`; the watcher of ``edgekit/quiet.py`` removes them if a native library ends the process.
 """
 
 from __future__ import annotations

@@ -151,7 +151,8 @@ def _check_folder_target(path: Path, kind: str, overwrite: bool, flag: str) -> N
 
 
 def _check_content(path: Path, kind: str) -> None:
-    """A bundle's manifest must be readable; a damaged one is refused, never silently replaced."""
+    """The kind's registered content check (a bundle: its manifest must be readable); damaged content is
+    refused, never silently replaced."""
     try:
         CONTENT_CHECKS.get(kind)(path)
     except EdgekitError as exc:

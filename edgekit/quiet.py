@@ -76,7 +76,7 @@ class _Watcher:
     """Speaks up when the process dies inside :func:`quiet`: a native library that calls ``_exit`` or
     ``abort`` (LiteRT's own flatbuffer file writer did, with LLVM's fatal-error ``_exit(1)``, on a full
     disk; edgekit now serializes flatbuffers in memory and writes them from Python, see
-    ``converters/tflite.py::Flatbuffer``) would end it with fds 1/2 still redirected. A small watcher
+    ``converters/tflite/export.py::Flatbuffer``) would end it with fds 1/2 still redirected. A small watcher
     process (``_reaper.py``, started once, at the first ``quiet()``) holds the original stderr and a
     pipe from us; when the pipe closes while a write is in progress, it prints one ``edgekit: error:``
     line naming the file (and a full disk) and removes this process's staging folders and lock files.

@@ -164,12 +164,12 @@ def test_train_a_changed_recipe_twice_and_read_the_checkpoint_back(tmp_path):
     recipe = dataclasses.replace(recipe, model={**recipe.model, "width": 0.25},
                                  train=dataclasses.replace(recipe.train, epochs=1))
     first = edgekit.train(recipe, tmp_path / "a")
-    second = edgekit.train(recipe, tmp_path / "b")  # the verb, not the edgekit.train package it imported
+    second = edgekit.train(recipe, tmp_path / "b")  # a second call: still the verb
     assert first.checkpoint == tmp_path / "a" / "checkpoint" and second.checkpoint.is_dir()
     assert first.family == "cnn" and first.config["width"] == 0.25
     assert 0.0 <= first.metrics["test_accuracy"] <= 1.0
     again = edgekit.Trained.load(first.checkpoint)
-    assert again == first
+    assert again == first  # what was saved reads back as what train returned
     with pytest.raises(edgekit.EdgekitError, match="not an edgekit checkpoint"):
         edgekit.Trained.load(tmp_path)
 

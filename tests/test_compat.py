@@ -101,12 +101,12 @@ def test_coreml_pass_registry_and_dedup_threshold_is_restored():
 def test_coreml_input_vars_of_an_op(mlmodel):
     with coreml():
         op = next(o for o in coreml_compat.mil_program(mlmodel).functions["main"].operations if o.op_type != "const")
-        bound = coreml_compat.input_vars(op)
+        bound = op._input_vars  # what set_input_var replaces, on a copy
         assert bound and set(bound) <= set(op.inputs)
         copy_ = __import__("copy").copy(op)
         name = next(iter(bound))
         coreml_compat.set_input_var(copy_, name, "x")
-        assert coreml_compat.input_vars(copy_)[name] == "x" and coreml_compat.input_vars(op)[name] != "x"
+        assert copy_._input_vars[name] == "x" and op._input_vars[name] != "x"
 
 
 def test_coreml_register_graph_pass_twice_is_one_pass_that_runs(mlmodel):

@@ -204,6 +204,7 @@ def test_vit_converts_to_every_format_verified(tmp_path):
     _, bundle = train_and_convert(tmp_path, VIT_RECIPE, "vit_tiny")
     manifest = load_manifest(bundle)
     assert sorted(a.format for a in manifest.artifacts) == CONVERTERS.names()
+    assert {"onnx", "tflite", "coreml"} <= {a.format for a in manifest.artifacts}  # the built-ins, at least
     for entry in manifest.artifacts:
         assert entry.status == "verified", entry.error
         assert entry.verification["max_abs_diff"] <= 1e-4 and entry.verification["inputs"] == 594

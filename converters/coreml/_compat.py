@@ -50,32 +50,31 @@ def const_dedup_threshold(elements: int) -> Iterator[Any]:
         dedup.const_threshold = before
 
 
-def input_vars(op: Any) -> dict[str, Any]:
-    """A MIL op's bound inputs by name, as its value inference reads them: ``Operation._input_vars``."""
-    return op._input_vars
-
-
 def set_input_var(op: Any, name: str, value: Any) -> None:
     """Bind input ``name`` of (a copy of) a MIL op to ``value`` for its value inference."""
     op._input_vars = {**op._input_vars, name: value}
 
 
+def _pass_class(name: str, apply: Callable[[Any], None]) -> type:
+    """A MIL graph pass class (``passes.graph_pass.AbstractGraphPass``) whose ``apply(prog)`` is ``apply``."""
+    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
+
+    return type(name, (AbstractGraphPass,), {"apply": lambda self, prog: apply(prog)})
+
+
 def register_graph_pass(name: str, apply: Callable[[Any], None]) -> str:
     """Register ``apply(prog)`` as the MIL pass ``edgekit::<name>`` once; returns its pipeline name."""
-    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
     from coremltools.converters.mil.mil.passes.pass_registry import register_pass
 
     full = f"edgekit::{name}"
     if full not in pass_registry():
-        register_pass(namespace="edgekit", name=name)(type(name, (AbstractGraphPass,), {"apply": lambda self, prog: apply(prog)}))
+        register_pass(namespace="edgekit", name=name)(_pass_class(name, apply))
     return full
 
 
 def graph_pass(apply: Callable[[Any], None]) -> Any:
     """An unregistered MIL pass object running ``apply(prog)`` (for ``apply_graph_passes``)."""
-    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
-
-    return type("EdgekitPass", (AbstractGraphPass,), {"apply": lambda self, prog: apply(prog)})()
+    return _pass_class("EdgekitPass", apply)()
 
 
 def block_context(fn: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -36,7 +36,7 @@ class CoreMLConverter(Converter):
     is_directory = True
     runtime = "coreml"
     precisions = tuple(QUANT.names())
-    quant_methods = QUANT  # converters/coreml_quant.py: one function per QuantSpec scheme
+    quant_methods = QUANT  # compress.py: one function per QuantSpec scheme
     extra = "coreml"
     # several graphs as functions of one .mlpackage (adapters.py); weight-only schemes quantize each function
     # before merging; W8A8 would need a calibration per graph
@@ -49,7 +49,7 @@ class CoreMLConverter(Converter):
         write = QUANT.get(spec)
         try:
             with quiet():
-                # a graph holding states (coreml_stateful.py) is always fp16: Core ML states are fp16 only
+                # a graph holding states (stateful.py) is always fp16: Core ML states are fp16 only
                 mlmodel = convert_stateful(source) if source.states else write(source, spec, prepared)
         except EdgekitError:
             raise

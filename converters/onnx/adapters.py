@@ -103,7 +103,7 @@ def adapter_switcher(session: Any, path: Path) -> Switcher:
 def _rewrite_for_adapters(path: Path, weights: dict[str, np.ndarray], int8: bool) -> None:
     """Declare every adapter weight a graph input whose default is zeros (a sparse initializer with no
     non-zero values: a few bytes however large the weight). ``int8``: the shared weights become int8
-    (``onnx_weights``) and each adapter input is split into an int8 input and a scale input that a
+    (``weights.py``) and each adapter input is split into an int8 input and a scale input that a
     DequantizeLinear turns back into the float weight (both default to zeros)."""
     import onnx
 

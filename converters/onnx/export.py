@@ -122,7 +122,7 @@ def _int8_static(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any
 
 @QUANT.register(Scheme.INT8_WEIGHT)
 def _int8_weight(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any) -> None:
-    """The fp32 graph with int8 weights behind DequantizeLinear (float compute; onnx_weights)."""
+    """The fp32 graph with int8 weights behind DequantizeLinear (float compute; ``weights.py``)."""
     import onnx
 
     _fp32(source, path, spec, None)

@@ -162,7 +162,7 @@ def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     """Finish the flatbuffer: add a ``metadata`` entry named ``edgekit`` holding the JSON (its I/O
     entries corrected to the graph's real dtypes and int8 scale/zero point) and shorten internal
     tensor names (the converter writes the whole PyTorch module path into each). Identical numeric
-    vectors (per-channel zero points above all) are written once (:mod:`tflite_flatbuffer`)."""
+    vectors (per-channel zero points above all) are written once (``flatbuffer.py``)."""
     schema = require("ai_edge_litert.schema_py_generated", "tflite")
     model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
     if any((b.offset or 0) > 1 for b in model.buffers or []):

@@ -10,10 +10,10 @@ concern: ``bundle`` (Bundle, VerifyReport), ``convert``, ``steps`` (train, adapt
 of edgekit's own modules stay inside the functions so that ``import edgekit`` stays light.
 """
 
-from edgekit.api.bench import BenchReport, adb_devices, bench, bench_graph
+from edgekit.api.bench import BenchReport, bench, bench_graph
 from edgekit.api.bundle import Bundle, VerifyReport
 from edgekit.api.convert import convert, reference
 from edgekit.api.steps import Adapted, Trained, adapt, create_model, load, load_recipe, run, train
 
-__all__ = ["Adapted", "BenchReport", "Bundle", "Trained", "VerifyReport", "adapt", "adb_devices", "bench",
+__all__ = ["Adapted", "BenchReport", "Bundle", "Trained", "VerifyReport", "adapt", "bench",
            "bench_graph", "convert", "create_model", "load", "load_recipe", "reference", "run", "train"]

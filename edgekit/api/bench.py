@@ -1,5 +1,5 @@
-"""``edgekit.bench``, ``edgekit.bench_graph`` and ``edgekit.adb_devices``: latency of artifacts and graphs, and
-the phones they may run on."""
+"""``edgekit.bench`` and ``edgekit.bench_graph``: latency of artifacts (on the host or a device backend) and
+of one model graph per format."""
 
 from __future__ import annotations
 
@@ -169,13 +169,3 @@ def _random_inputs(fmt: str, path: Path) -> list[np.ndarray]:
 
     rng = np.random.default_rng(0)
     return [rng.standard_normal(t.shape).astype(t.dtype) for t in CONVERTERS.get(fmt).inspect(path).inputs]
-
-
-def adb_devices(timeout: float = 20.0) -> list[dict[str, Any]]:
-    """The Android devices adb can reach, as ``edgekit devices`` lists them: serial, state, model, soc, android,
-    abi (and what else adb reports); ``timeout`` bounds each adb call in seconds."""
-    from edgekit.devices.adb import adb_timeout
-    from edgekit.devices.device_info import list_devices
-
-    with adb_timeout(timeout):
-        return [d.to_dict() for d in list_devices(timeout=timeout)]

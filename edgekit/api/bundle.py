@@ -85,7 +85,7 @@ class Bundle:
         here. A failed artifact, or a file that is not the one verified, raises EdgekitError."""
         from edgekit.artifact import FAILED, bundle_path
         from edgekit.converters import CONVERTERS
-        from edgekit.verify.bundle import artifact_problem
+        from edgekit.artifact import artifact_problem
 
         entry = (next((a for a in self.manifest.artifacts if a.file == artifact), None)
                  or self.manifest.entry(artifact, graph))

@@ -65,8 +65,10 @@ def train(recipe: str | Path | Recipe, out: str | Path | None = None, *, overwri
     loaded = load_recipe(recipe)
     out = _run_folder(loaded, out)
     check_output_dir(out, "run", overwrite)
-    path, _ = train_recipe(loaded, out)
-    return Trained.load(path)
+    from edgekit.models import config_to_dict
+
+    path, result = train_recipe(loaded, out)  # the trained model is at hand: no need to read it back
+    return Trained(path, dict(result.metrics), loaded.model["family"], config_to_dict(result.model.config))
 
 
 def _run_folder(recipe: Recipe, out: str | Path | None) -> Path:

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekit.artifact import FAILED, Manifest, bundle_path
+from edgekit.artifact import FAILED, Manifest, artifact_problem, bundle_path
 from edgekit.benchmarking.result import BenchResult
 from edgekit.benchmarking.stats import time_calls
 from edgekit.benchmarking.variants import bench_variants
 from edgekit.converters import CONVERTERS, RunnerUnavailable
 from edgekit.errors import EdgekitError
-from edgekit.verify.bundle import artifact_problem, golden_reference
+from edgekit.verify.bundle import golden_reference
 
 
 def bench_torch(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int, warmup: int, runs: int) -> BenchResult:

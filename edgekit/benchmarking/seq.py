@@ -21,6 +21,7 @@ import torch
 
 from edgekit.benchmarking.stats import time_calls
 from edgekit.converters import CONVERTERS, ModelSource, RunnerUnavailable
+from edgekit.io import size_bytes
 from edgekit.models.base import ExportGraph
 
 
@@ -49,12 +50,12 @@ def measure_graph(graph: ExportGraph, fmt: str, folder: Path, *, threads: int, w
         seconds = time.perf_counter() - start
         run = conv.runner(path, threads)
         if isinstance(run, RunnerUnavailable):
-            return {"export_seconds": round(seconds, 1), "size_bytes": _size(path), "status": f"not run: {run.reason}"}
+            return {"export_seconds": round(seconds, 1), "size_bytes": size_bytes(path), "status": f"not run: {run.reason}"}
         err = max(float(np.abs(np.asarray(g, np.float64) - w).max()) for g, w in zip(run(inputs), want))
         stats = time_calls(lambda: run(inputs), warmup=warmup, runs=runs, threads=threads)
     except Exception as exc:  # noqa: BLE001 - recorded in the result row
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-    row = {"export_seconds": round(seconds, 1), "size_bytes": _size(path), "max_abs_diff": err, **stats.to_dict()}
+    row = {"export_seconds": round(seconds, 1), "size_bytes": size_bytes(path), "max_abs_diff": err, **stats.to_dict()}
     if memory:
         row["peak_memory_mb"] = peak_memory_mb(fmt, path, inputs, threads)
     return row
@@ -107,5 +108,3 @@ def peak_memory_mb(fmt: str, path: Path, inputs: list[np.ndarray], threads: int)
         return round(int(json.loads(out.stdout.strip().splitlines()[-1])) / 1024, 1)
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

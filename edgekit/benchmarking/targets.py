@@ -2,7 +2,7 @@
 
 A backend benches one artifact with its own typed options (``DeviceBackend``); ``bench_on_device`` runs an
 artifact, or every runnable artifact of a bundle, on it. The built-in backends (``BUILTIN_BACKENDS``) register
-themselves the first time a registry is read, so importing this module stays cheap and a Python user gets
+themselves the first time a registry is read, so importing this module stays cheap (no torch) and a Python user gets
 them without the command line:
 
     results, manifest = bench_on_device(Path("bundle"), "adb:SERIAL", AdbBenchOptions(threads=2))
@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from edgekit.artifact import Manifest, bundle_path, load_manifest
+from edgekit.artifact import FAILED, MANIFEST, Manifest, artifact_problem, bundle_path, load_manifest
 from edgekit.benchmarking.result import BenchResult
 from edgekit.errors import EdgekitError
 from edgekit.registry import Registry
-from edgekit.verify.bundle import artifact_problem
 
 T = TypeVar("T")
 
@@ -108,12 +107,12 @@ def bench_on_device(target: Path, device: str, options: Any) -> tuple[list[Bench
     backend = DEVICE_BENCHES.get(name)
     where = f"{name}:{serial}" if serial else name
     if not target.is_dir():  # an artifact of a bundle must still be the one its manifest records
-        beside = load_manifest(target.parent) if (target.parent / "manifest.json").is_file() else None
+        beside = load_manifest(target.parent) if (target.parent / MANIFEST).is_file() else None
         return [refused(target.parent, beside, target.name, where) or backend.bench(target, serial, options)], None
     manifest = load_manifest(target)
     wanted = backend.formats(options)
     entries = [e for e in manifest.artifacts
-               if e.format in wanted and e.file and e.status != "failed" and not e.compiled_for]
+               if e.format in wanted and e.file and e.status != FAILED and not e.compiled_for]
     if not entries:
         raise EdgekitError(f"{target} has no {' or '.join(wanted)} artifact to run on {name}")
     paths = [bundle_path(target, e.file) for e in entries]  # all inside the bundle before anything is pushed

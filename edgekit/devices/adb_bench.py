@@ -386,7 +386,6 @@ def bench_on_adb(artifact_path: str | os.PathLike[str], serial: str | None = Non
     Raises EdgekitError with a clear message for: no/unauthorized/disconnected device, full
     storage, a missing, non-executable or wrong-ABI binary, and a delegate that took 0 nodes.
     """
-    _check_model(artifact_path)
     options = AdbBenchOptions(
         benchmark_binary=benchmark_binary or None, threads=threads, warmup=warmup, runs=runs, delegate=delegate,
         cpu_mask=cpu_mask, qairt_dir=qairt_dir or None, keep=keep, runner=runner, python=python,

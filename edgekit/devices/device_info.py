@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from edgekit.devices.adb import DEVICE_GONE, AdbError, list_serials, run_shell
+from edgekit.devices.adb import DEVICE_GONE, AdbError, adb_timeout, list_serials, run_shell
 
 _PROP_LINE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
 # Where each fact lives; the first non-empty property wins (ro.soc.* exists from Android 12 on).
@@ -150,3 +150,10 @@ def thermal_status(serial: str, timeout: float = 15.0) -> dict[str, Any]:
 def battery_status(serial: str, timeout: float = 15.0) -> dict[str, Any]:
     """Battery level (percent) and temperature, or why they are unknown (boards without battery)."""
     return _first_that_works(BATTERY_READERS, serial, timeout, "battery")
+
+
+def adb_devices(timeout: float = 20.0) -> list[dict[str, Any]]:
+    """The Android devices adb can reach, as ``edgekit devices`` lists them: serial, state, model, soc, android,
+    abi (and what else adb reports); ``timeout`` bounds each adb call in seconds."""
+    with adb_timeout(timeout):
+        return [d.to_dict() for d in list_devices(timeout=timeout)]

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.artifact import (FAILED, LOCK, MANIFEST, ArtifactEntry, Manifest, bundle_path, golden_graph, golden_name,
-                              load_manifest)
+from edgekit.artifact import (FAILED, LOCK, MANIFEST, ArtifactEntry, Manifest, artifact_problem, bundle_path,
+                              golden_graph, golden_name, load_manifest)
 from edgekit.checkpoint import META, WEIGHTS
 from edgekit.converters import CONVERTERS, Converter, ModelSource, RunnerUnavailable
 from edgekit.errors import EdgekitError
@@ -119,18 +119,6 @@ def golden_reference(bundle: Path, graph: str = "") -> ReferenceData:
     n = len(ins[0])
     return ReferenceData([tuple(a[i:i + 1] for a in ins) for i in range(n)],
                          [[a[i:i + 1] for a in outs] for i in range(n)], labels, f"{path.name} ({n})")
-
-
-def artifact_problem(bundle: Path, entry: ArtifactEntry) -> str | None:
-    """Why a kept artifact must not be used (outside the bundle, missing, sha256 not the recorded one), or None."""
-    path = bundle_path(bundle, entry.file)
-    if not path.exists():
-        return f"{entry.file} is missing"
-    actual = sha256_path(path)
-    if actual != entry.sha256:
-        return (f"{entry.file} changed since conversion (sha256 {actual[:12]}…, manifest.json records "
-                f"{str(entry.sha256)[:12]}…)")
-    return None
 
 
 def verify_bundle(bundle: str | Path, threads: int = 2,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import ArtifactEntry, bundle_path
+from edgekit.artifact import MANIFEST, ArtifactEntry, bundle_path
 from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path
 
@@ -25,7 +25,7 @@ def side_file_problem(bundle: Path, entry: ArtifactEntry) -> str | None:
     """Why the side files recorded with an artifact (adapter files) must not be used, or None."""
     side_files = entry.verification.get("side_files", {})
     if not isinstance(side_files, dict):
-        raise EdgekitError(f"{bundle / 'manifest.json'} is damaged: {entry.file}'s side_files is not an object")
+        raise EdgekitError(f"{bundle / MANIFEST} is damaged: {entry.file}'s side_files is not an object")
     for name, recorded in side_files.items():
         path = bundle_path(bundle, name, "side file")
         sha = recorded.get("sha256") if isinstance(recorded, dict) else None
