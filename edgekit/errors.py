@@ -16,6 +16,11 @@ class MissingExtraError(EdgekitError):
         )
 
 
+class CannotVerify(EdgekitError):
+    """An artifact converted, but this machine has no way to run it (a reference evaluator lacks a
+    kernel, a runtime is missing): it is kept as "exported, not verified here: <reason>"."""
+
+
 class UnsupportedOpError(EdgekitError):
     """A converter cannot lower an operator of the model."""
 

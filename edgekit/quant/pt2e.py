@@ -129,9 +129,21 @@ class PreparedQuant:
 
 def export_graph(source: ModelSource) -> torch.fx.GraphModule:
     """The model as a torch.export graph module (batch 1, eval mode), eval-mode dropouts removed."""
-    gm = torch.export.export(source.module.eval(), source.example_inputs).module()
+    gm = torch.export.export(eval_mode(source.module), source.example_inputs).module()
     _drop_eval_dropouts(gm)
     return gm
+
+
+def eval_mode(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in eval mode. The module of a loaded ``.pt2`` (an unlifted torch.export graph) refuses
+    ``.eval()``; torchao's ``move_exported_model_to_eval`` switches its dropout and batch-norm ops instead."""
+    from torch.export._unlift import _StatefulGraphModule
+
+    if isinstance(module, _StatefulGraphModule):
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+
+        return move_exported_model_to_eval(module)
+    return module.eval()
 
 
 def _drop_eval_dropouts(gm: torch.fx.GraphModule) -> None:

@@ -18,7 +18,7 @@ from edgekit.artifact import (FAILED, LOCK, MANIFEST, ArtifactEntry, Manifest, a
                               golden_graph, golden_name, load_manifest)
 from edgekit.checkpoint import META, WEIGHTS
 from edgekit.converters import CONVERTERS, Converter, ModelSource, RunnerUnavailable
-from edgekit.errors import EdgekitError
+from edgekit.errors import CannotVerify, EdgekitError
 from edgekit.io import folder_holding, sha256_path
 from edgekit.sources import graph_sources, load_source, reference_for
 from edgekit.verify.parity import MIL_REFERENCE, ReferenceData, compare
@@ -33,13 +33,23 @@ def verify_artifact(conv: Converter, path: Path, reference: ReferenceData, toler
     Where the runtime cannot run here, the converter's reference evaluator runs it, if it has one."""
     run = conv.runner(path, threads, variant)
     if isinstance(run, RunnerUnavailable):
-        reference_run = conv.reference_runner(path, variant)
-        if reference_run is None:
-            return {"status": f"not run: {run.reason}", "method": conv.runtime, "loads": True,
-                    "tolerance": tolerance.to_dict()}
-        result = compare(reference_run, reference, tolerance, method=MIL_REFERENCE)
-        return result | {"runtime": f"not run: {run.reason}"}
-    return compare(run, reference, tolerance, method=conv.runtime)
+        try:
+            reference_run = conv.reference_runner(path, variant)
+            if reference_run is not None:
+                result = compare(reference_run, reference, tolerance, method=MIL_REFERENCE)
+                return result | {"runtime": f"not run: {run.reason}"}
+        except CannotVerify as exc:  # e.g. the reference evaluator lacks a kernel the program needs
+            return _not_run(conv, f"{run.reason}; {exc}", tolerance)
+        return _not_run(conv, run.reason, tolerance)
+    try:
+        return compare(run, reference, tolerance, method=conv.runtime)
+    except CannotVerify as exc:
+        return _not_run(conv, str(exc), tolerance)
+
+
+def _not_run(conv: Converter, reason: str, tolerance: Tolerance) -> dict[str, Any]:
+    """The verification of an artifact that loads but cannot be run here (kept, reported as not run)."""
+    return {"status": f"not run: {reason}", "method": conv.runtime, "loads": True, "tolerance": tolerance.to_dict()}
 
 
 def source_sha256(path: Path) -> str | None:
