@@ -82,8 +82,9 @@ class Converter(abc.ABC):
 
     @abc.abstractmethod
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
-               *, prepared: Any = None) -> None:
-        """Write the artifact to ``path`` with edgekit's metadata (JSON-able) embedded in it.
+               *, prepared: Any = None) -> list[str] | None:
+        """Write the artifact to ``path`` with edgekit's metadata (JSON-able) embedded in it; return what was
+        done to the graph on the way, one line each (e.g. ``"aten.alias.default → identity (4×)"``), or None.
 
         ``quant`` says how to quantize (``"fp32"``/``"fp16"`` still work); ``prepared`` is the
         calibrated PT2E graph (``edgekit.quant.pt2e.PreparedQuant``) shared by every format."""

@@ -32,6 +32,9 @@ class ModelSource:
     lengths: tuple[int, ...] = ()  # static sequence lengths the graphs were built for (sequence models)
     states: tuple[str, ...] = ()  # buffers of ``module`` that persist across calls (a runtime's state object)
     usage: str = ""  # how an app calls this graph, when it is not the plain inputs → outputs
+    # per input: the valid integer values [low, high) of an integer input (token ids: the embedding's rows;
+    # masks: 0/1), None for a float input; () = unknown (integer inputs then take 0/1)
+    input_ranges: tuple[tuple[int, int] | None, ...] = ()
 
     @property
     def artifact_base(self) -> str:
