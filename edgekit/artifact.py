@@ -58,6 +58,7 @@ class ArtifactEntry:
     variants: list[dict[str, Any]] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)  # held inside the model across calls (Core ML MLState)
     usage: str = ""  # how an app calls it, when that is more than inputs → outputs (e.g. a stateful step graph)
+    graph_changes: list[str] = field(default_factory=list)  # what conversion did to the graph (rewrites, I/O casts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +137,8 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "format": (str,), "precision": (str,), "status": (str,), "file": (str, _OPTIONAL), "runtime": (str,),
     "size_bytes": (int, _OPTIONAL), "sha256": (str, _OPTIONAL), "inputs": (list,), "outputs": (list,),
     "op_histogram": (dict,), "verification": (dict,), "error": (str, _OPTIONAL), "compiled_for": (str, _OPTIONAL),
-    "graph": (str,), "variants": (list,), "states": (list,), "usage": (str,)}
+    "graph": (str,), "variants": (list,), "states": (list,), "usage": (str,),
+    "graph_changes": (list,)}
 _VARIANT_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "select": (dict,)}
 _REQUIRED_ENTRY = ("format", "precision", "status")
 

@@ -6,13 +6,15 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from edgekit.artifact import (EXPORTED, FAILED, GOLDEN_SAMPLES, MANIFEST, VERIFIED, ArtifactEntry, Manifest,
                               artifact_metadata, bundle_lock, bundle_path, golden_name, load_manifest, record_entries)
-from edgekit.converters import CONVERTERS, Converter, ModelSource
+from edgekit.converters import CONVERTERS, ArtifactInfo, Converter, ModelSource
+from edgekit.converters.base import raise_if_disk_error
+from edgekit.debuglog import log_traceback
 from edgekit.errors import EdgekitError
 from edgekit.io import (ARTIFACT, atomic_output, check_output_dir, hold_interrupts, remove_stale_staging, sha256_path,
                         size_bytes)
@@ -21,7 +23,7 @@ from edgekit.quant.plan import QuantPlan, plan_quantization
 from edgekit.quant.spec import QuantSpec
 from edgekit.verify.bundle import verify_artifact
 from edgekit.verify.parity import ReferenceData
-from edgekit.verify.tolerances import tolerance_for
+from edgekit.verify.tolerances import Tolerance, tolerance_for
 from edgekit.versions import tool_versions
 
 class VerificationFailed(EdgekitError):
@@ -44,14 +46,15 @@ def convert_model(
 def convert_graphs(
     sources: list[ModelSource], formats: list[str], bundle: str | Path, references: list[ReferenceData],
     *, quant: QuantSpec = QuantSpec(), calib_array: np.ndarray | None = None, threads: int = 2,
-    overwrite: bool = False, progress: Callable[[str], None] = lambda _: None,
+    overwrite: bool = False, progress: Callable[[str], None] = lambda _: None, tolerances: Any = None,
 ) -> Manifest:
     """``convert_model`` for every graph of one model (``sources.graph_sources``), each verified on its
     own reference data; artifacts are named ``<model>_<graph>_<precision>.<suffix>``.
 
     The bundle is written under its lock: debris of a killed run is removed first, and the manifest
     is saved after each artifact. A damaged manifest, or one for another model, is refused unless
-    ``overwrite``; a folder that is not a bundle is written into only with ``overwrite``."""
+    ``overwrite``; a folder that is not a bundle is written into only with ``overwrite``. ``tolerances`` are
+    the user's per-output tolerance overrides (``edgekit.verify.tolerances.parse_tolerances``)."""
     converters = [CONVERTERS.get(fmt) for fmt in formats]
     for conv in converters:
         conv.check_precision(quant)
@@ -74,7 +77,8 @@ def convert_graphs(
             for source, reference, plan in zip(sources, references, plans):
                 for conv in converters:
                     bar.note(f"{conv.name} {source.graph}".strip())
-                    convert_one(conv, source, bundle, manifest, reference, plan, threads, record=record)
+                    convert_one(conv, source, bundle, manifest, reference, plan, threads, record=record,
+                                tolerance=tolerance_for(plan.spec, tolerances) if tolerances else None)
                     bar.advance()
             for conv, extra in extras:  # graphs one format offers beside the model's own, in their own precision
                 bar.note(f"{conv.name} {extra.source.graph}")
@@ -155,36 +159,78 @@ def _remove_artifacts(bundle: Path, manifest: Manifest) -> None:
 def convert_one(
     conv: Converter, source: ModelSource, bundle: Path, manifest: Manifest, reference: ReferenceData,
     plan: QuantPlan, threads: int, *, record: Callable[[ArtifactEntry], None] | None = None,
+    tolerance: Tolerance | None = None,
 ) -> ArtifactEntry:
     """Export, inspect and verify one format with ``plan`` (its spec and prepared graph); the file appears
     in the bundle only if all went well, and ``record(entry)`` (the manifest update) runs with it, Ctrl-C
-    held off in between. The verification records the spec and the tolerance it was checked with."""
+    held off in between. Any failure of one stage is this format's recorded error, never the run's.
+    The verification records the spec and the tolerance it was checked with (``tolerance``, else the spec's)."""
     name = conv.artifact_name(source.artifact_base, plan.spec)
     entry = ArtifactEntry(format=conv.name, precision=plan.tag, status=FAILED, runtime=conv.runtime,
                           graph=source.graph)
     metadata = artifact_metadata(manifest, conv.name, plan.tag, *io_spec(source, reference)) | {"graph": source.graph}
+    tolerance = tolerance or tolerance_for(plan.spec)
 
     def fill(staged: Path) -> None:
-        conv.export(source, staged, plan.spec, metadata, prepared=plan.prepared)
-        info = conv.inspect(staged)
-        _check_io(conv.name, info, source)
+        with stage(conv.name, "export"):
+            changes = conv.export(source, staged, plan.spec, metadata, prepared=plan.prepared) or []
+        with stage(conv.name, "inspect"):
+            info = conv.inspect(staged)
+            _check_io(conv.name, info, source)
         entry.inputs = [t.to_dict() for t in info.inputs]
         entry.outputs = [t.to_dict() for t in info.outputs]
         entry.op_histogram = info.op_histogram
+        entry.graph_changes = [*changes, *io_changes(source, info)]
         entry.states, entry.usage = [t.to_dict() for t in info.states], source.usage
-        entry.verification = verify_artifact(conv, staged, reference, tolerance_for(plan.spec), threads)
+        with stage(conv.name, "verify"):
+            entry.verification = verify_artifact(conv, staged, reference, tolerance, threads)
         entry.verification["quantization"] = plan.summary()
         if entry.verification["status"] == "failed":
-            raise VerificationFailed(_failure_text(conv.name, entry.verification))
+            raise VerificationFailed(failure_text(conv.name, entry.verification))
         entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
 
     return write_entry(entry, bundle / name, fill, record)
 
 
+class StageFailed(EdgekitError):
+    """One stage (export, inspect, verify) of one format raised something other than an EdgekitError."""
+
+
+@contextlib.contextmanager
+def stage(fmt: str, name: str) -> Iterator[None]:
+    """Turn an unexpected exception of stage ``name`` of format ``fmt`` into one line naming both and the
+    library's own message (the traceback goes to the debug log). EdgekitErrors already say what went wrong;
+    an OSError of writing (a full disk) stays itself, so the bundle writer names the file."""
+    try:
+        yield
+    except EdgekitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any library error fails this format only
+        raise_if_disk_error(exc)
+        log_traceback(exc, f"{fmt} {name}")
+        raise StageFailed(f"{fmt} {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else "(no message)"
+
+
+def io_changes(source: ModelSource, info: ArtifactInfo) -> list[str]:
+    """The inputs and outputs whose dtype the artifact stores differently from the model (LiteRT's int32
+    token ids, a static int8 graph's quantized I/O): what an app must feed and read instead."""
+    changes = []
+    wanted = [str(x.dtype).replace("torch.", "") for x in source.example_inputs]
+    for name, want, got in zip(source.input_names, wanted, info.inputs):
+        if got.dtype != want:
+            changes.append(f"input {name}: {want} → {got.dtype} (the app feeds {got.dtype})")
+    return changes
+
+
 def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
                 record: Callable[[ArtifactEntry], None] | None = None) -> ArtifactEntry:
     """Run ``fill(staged)`` on a private staging path that becomes ``path`` only if it returns; an
-    EdgekitError is recorded in ``entry.error`` (status stays failed) and nothing is left behind.
+    error is recorded in ``entry.error`` as one line (status stays failed) and nothing is left behind.
     ``fill`` writes the artifact and fills ``entry``, its verification included. ``record`` saves
     the entry; from the moment the artifact lands until it is recorded, SIGINT waits, and if
     recording fails the new artifact is removed again (no artifact without a manifest entry)."""
@@ -195,6 +241,9 @@ def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
                 held.enter_context(hold_interrupts())
         except EdgekitError as exc:
             entry.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever a library raises fails this artifact only
+            log_traceback(exc, f"{entry.format} {entry.graph}".strip())
+            entry.error = f"{entry.format} failed: {type(exc).__name__}: {_first_line(exc)}"
         else:
             entry.file = path.name
             entry.status = VERIFIED if entry.verification["status"] == "passed" else EXPORTED
@@ -208,7 +257,7 @@ def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
     return entry
 
 
-def _failure_text(fmt: str, v: dict[str, Any]) -> str:
+def failure_text(fmt: str, v: dict[str, Any]) -> str:
     if v.get("problems"):  # degenerate cases (NaN, no inputs, constant reference) fail whatever the numbers
         return f"{fmt} artifact fails verification: {'; '.join(v['problems'])}"
     tol = v["tolerance"]

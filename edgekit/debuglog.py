@@ -57,11 +57,25 @@ def library_output_to_log(enabled: bool = True) -> Iterator[_Log]:
         else:
             emit(handler, record)
 
+    global _ACTIVE
     warnings.showwarning, logging.StreamHandler.emit = warning_to_log, record_to_log
+    outer, _ACTIVE = _ACTIVE, log
     try:
         yield log
     finally:
         warnings.showwarning, logging.StreamHandler.emit = shown, emit
+        _ACTIVE = outer
+
+
+_ACTIVE: _Log | None = None  # the log of the running command (None when edgekit is used as a library)
+
+
+def log_traceback(exc: BaseException, heading: str = "") -> Path | None:
+    """Append ``exc``'s traceback to the running command's debug log (a failure that was handled, e.g. one
+    format of several); returns where it went, or None outside the CLI."""
+    if _ACTIVE is None:
+        return None
+    return _ACTIVE.write((f"--- {heading} ---\n" if heading else "") + "".join(traceback.format_exception(exc)))
 
 
 def log_exception(log: _Log, exc: BaseException) -> Path | None:

@@ -5,27 +5,32 @@
 to an unsafe load, and legacy archives hold a pickled state dict. A model file is untrusted input, so this
 module opens the archive as the zip it is, checks every entry it will use before anything is deserialized,
 reads tensors from their raw bytes, never reads the sample inputs, and refuses (one line naming the entry)
-whatever would need arbitrary unpickling. Example inputs are built from the graph's placeholder metadata.
+whatever would need arbitrary unpickling. Example inputs are built from the graph's placeholder metadata;
+``flat_outputs`` gives the program returning one flat, named tuple of outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import pickle
+import re
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.pt2_archive import constants as names
 
 from edgekit.errors import EdgekitError
 from edgekit.quiet import quiet
+from edgekit.sample_inputs import input_ranges, random_input, user_input_names
 
 MODEL = "model"  # the program name torch.export.save gives a single ExportedProgram
 WEIGHTS_CONFIG = names.WEIGHTS_CONFIG_FILENAME_FORMAT.format(MODEL)
@@ -217,6 +222,7 @@ def _deserialize(path: Path, program_json: bytes, state_dict: dict[str, torch.Te
     from torch._export.serde import schema
     from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
 
+    program_json = _plain_output_types(program_json)
     try:
         with _silenced(), _no_unpickling(path, MODEL_JSON):
             serialized = _bytes_to_dataclass(schema.ExportedProgram, program_json)
@@ -277,7 +283,8 @@ def _silenced() -> Iterator[None]:
 
 def example_inputs(program: ExportedProgram, path: str | Path, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Inputs of the shapes and dtypes of the program's positional tensor inputs, from its graph metadata:
-    seeded standard-normal floats, zeros otherwise. A symbolic size takes the smallest value ≥ 1 it allows."""
+    seeded standard-normal floats; integer inputs in their valid range (``input_ranges``: token ids below the
+    embedding's rows, masks as padding masks). A symbolic size takes the smallest value ≥ 1 it allows."""
     in_spec = program.call_spec.in_spec
     if in_spec is not None and in_spec.num_children == 2 and in_spec.children()[1].num_children:
         raise EdgekitError(f"{path} takes keyword inputs; export it with positional tensors: "
@@ -290,8 +297,9 @@ def example_inputs(program: ExportedProgram, path: str | Path, *, seed: int = 0)
                            "export it with torch.export.export(model, (x,))")
     gen = torch.Generator().manual_seed(seed)
     sizes = _concrete_sizes(program, vals)
-    return tuple(torch.randn(size, generator=gen, dtype=v.dtype) if v.dtype.is_floating_point
-                 else torch.zeros(size, dtype=v.dtype) for v, size in zip(vals, sizes))
+    names = user_input_names(program)
+    return tuple(random_input(size, v.dtype, rng, name, gen)
+                 for v, size, rng, name in zip(vals, sizes, input_ranges(program), names))
 
 
 def _concrete_sizes(program: ExportedProgram, vals: list[torch.Tensor]) -> list[tuple[int, ...]]:
@@ -322,3 +330,125 @@ def _smallest(vr: Any) -> int:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+# ---- outputs: one flat tuple, named from the output pytree -----------------------------------------------------
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an I/O name every format accepts (Core ML, TFLite, ONNX)
+
+
+def flat_outputs(program: ExportedProgram) -> tuple[ExportedProgram, tuple[str, ...]]:
+    """The program returning its outputs as one flat tuple (the same graph, weights and inputs: only the output
+    spec changes; a program whose outputs are already a tensor or a tuple of tensors is returned as it is) and
+    one name per output from its pytree: dict keys and ModelOutput / namedtuple fields (nested ones joined with
+    "_"), ``output_0``, ``output_1``, ... for positions, ``output`` for a single tensor."""
+    entries = list(program.module_call_graph)
+    root = next((i for i, e in enumerate(entries) if e.fqn == "" and e.signature is not None), None)
+    if root is None:
+        return program, safe_names(list(default_output_names(_user_outputs(program))), user_input_names(program))
+    spec = entries[root].signature.out_spec
+    names = output_names_of(spec, user_input_names(program))
+    if spec.is_leaf() or (spec.type is tuple and all(c.is_leaf() for c in spec.children())):
+        return program, names
+    flat_spec = pytree.tree_structure(tuple(range(spec.num_leaves)))
+    entries[root] = dataclasses.replace(
+        entries[root], signature=dataclasses.replace(entries[root].signature, out_spec=flat_spec))
+    flat = ExportedProgram(
+        root=program.graph_module, graph=program.graph, graph_signature=program.graph_signature,
+        state_dict=program.state_dict, range_constraints=program.range_constraints, module_call_graph=entries,
+        example_inputs=program.example_inputs, constants=program.constants, verifiers=program.verifiers)
+    return flat, names
+
+
+def output_names_of(spec: pytree.TreeSpec, taken: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A valid name per leaf of an output pytree (see ``flat_outputs``), unique and none of ``taken``."""
+    if spec.is_leaf() or (spec.type in (tuple, list) and all(c.is_leaf() for c in spec.children())):
+        return safe_names(list(default_output_names(spec.num_leaves)), taken)
+    raw = ["_".join(("output", *p) if p[0][:1].isdigit() else p) for p in _leaf_paths(spec, ())]
+    return safe_names(raw, taken)
+
+
+def default_output_names(count: int) -> tuple[str, ...]:
+    """``output`` for a model's only output, ``output_0``, ``output_1``, ... for several."""
+    return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
+
+
+def safe_names(raw: list[str], taken: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Names made valid in every format (``NAME_PATTERN``: other characters become "_") and unique (a repeat,
+    or one in ``taken``, gets "_2", "_3", ...)."""
+    used, names = set(taken), []
+    for text in raw:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", text) or "output"
+        name = name if NAME_PATTERN.fullmatch(name) else f"output_{name}"
+        unique, n = name, 2
+        while unique in used:
+            unique, n = f"{name}_{n}", n + 1
+        used.add(unique)
+        names.append(unique)
+    return tuple(names)
+
+
+def _leaf_paths(spec: pytree.TreeSpec, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    if spec.is_leaf():
+        return [prefix]
+    return [path for key, child in zip(_child_keys(spec), spec.children())
+            for path in _leaf_paths(child, (*prefix, key))]
+
+
+def _child_keys(spec: pytree.TreeSpec) -> list[str]:
+    """A pytree node's child names: dict / ModelOutput keys (its context), namedtuple fields, else positions."""
+    n, context = spec.num_children, spec.context
+    if isinstance(context, (list, tuple)) and len(context) == n:
+        return [str(k) for k in context]
+    fields = getattr(context, "_fields", None)  # a namedtuple's context is its class
+    if isinstance(fields, tuple) and len(fields) == n:
+        return list(fields)
+    return [str(i) for i in range(n)]
+
+
+def _user_outputs(program: ExportedProgram) -> int:
+    return len([s for s in program.graph_signature.output_specs if s.kind.name == "USER_OUTPUT"])
+
+
+def _plain_output_types(program_json: bytes) -> bytes:
+    """The program's JSON with each output pytree node of a type this process has not registered (transformers'
+    ModelOutput classes when transformers is not imported) and whose context is its keys read as a dict of those
+    keys: the program loads, and its outputs keep their names. Anything else is left for torch to judge."""
+    try:
+        doc = json.loads(program_json)
+        entries = doc["graph_module"]["module_call_graph"]
+    except (ValueError, KeyError, TypeError):
+        return program_json
+    changed = False
+    for entry in entries if isinstance(entries, list) else ():
+        signature = entry.get("signature") if isinstance(entry, dict) else None
+        if isinstance(signature, dict) and isinstance(signature.get("out_spec"), str):
+            text = _plain_spec(signature["out_spec"])
+            changed = changed or text != signature["out_spec"]
+            signature["out_spec"] = text
+    return json.dumps(doc).encode() if changed else program_json
+
+
+def _plain_spec(text: str) -> str:
+    try:
+        protocol, node = json.loads(text)
+    except (ValueError, TypeError):
+        return text
+    return json.dumps([protocol, node]) if _as_dicts(node) else text
+
+
+def _as_dicts(node: Any) -> bool:
+    """Rewrites unregistered keyed nodes below ``node`` to dicts, in place; whether any was."""
+    if not isinstance(node, dict):
+        return False
+    children = node.get("children_spec") or []
+    changed = False
+    if node.get("type") is not None and node["type"] not in pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE:
+        try:
+            keys = json.loads(node.get("context") or "null")
+        except (ValueError, TypeError):
+            keys = None
+        if isinstance(keys, list) and len(keys) == len(children) and all(isinstance(k, str) for k in keys):
+            node["type"], changed = "builtins.dict", True
+    for child in children if isinstance(children, list) else ():
+        changed = _as_dicts(child) or changed
+    return changed

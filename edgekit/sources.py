@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edgekit.checkpoint import META, WEIGHTS, load_checkpoint
@@ -15,8 +14,9 @@ from edgekit.data import load_dataset
 from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError
 from edgekit.io import sha256_path
+from edgekit.pt2 import NAME_PATTERN, default_output_names, flat_outputs, load_pt2
 from edgekit.pt2 import example_inputs as pt2_example_inputs
-from edgekit.pt2 import load_pt2
+from edgekit.sample_inputs import input_ranges, random_input, read_sample_inputs
 from edgekit.verify import ReferenceData, reference_from_model
 
 PT2_META = "edgekit.json"  # optional extra file inside a .pt2 with labels and preprocessing
@@ -61,7 +61,24 @@ def _apply_metadata(source: ModelSource, extra: dict[str, Any], labels_from: str
             raise EdgekitError(f"{names_from}: {key} applies to a .pt2 model; a checkpoint's come from its family")
         if len(extra[key]) != len(have):
             raise EdgekitError(f"{names_from}: {key} has {len(extra[key])} names; the model has {len(have)}")
+        _check_names(extra[key], f"{names_from}: {key}")
         setattr(source, key, tuple(extra[key]))
+    both = sorted(set(source.input_names) & set(source.output_names))
+    if both and ("input_names" in extra or "output_names" in extra):
+        raise EdgekitError(f"{names_from}: {both[0]!r} names both an input and an output; every I/O name "
+                           "must be unique")
+
+
+def _check_names(names: list[str], where: str) -> None:
+    """I/O names valid in every format (Core ML and TFLite signatures need identifiers) and unique."""
+    for name in names:
+        if not NAME_PATTERN.fullmatch(name):
+            raise EdgekitError(f"{where}: {name!r} is not a valid I/O name; names must match "
+                               "[A-Za-z_][A-Za-z0-9_]* (letters, digits, _; not starting with a digit), "
+                               "as Core ML and TFLite signatures need")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise EdgekitError(f"{where}: {repeated[0]!r} appears more than once; names must be unique")
 
 
 def _output_classes(source: ModelSource) -> int | None:
@@ -84,23 +101,19 @@ def _from_checkpoint(path: Path) -> ModelSource:
     )
 
 
-def default_output_names(count: int) -> tuple[str, ...]:
-    """``output`` for a model's only output, ``output_0``, ``output_1``, ... for several."""
-    return ("output",) if count == 1 else tuple(f"output_{i}" for i in range(count))
-
-
 def _from_pt2(path: Path) -> ModelSource:
+    """A .pt2's program with its outputs as one flat tuple named from their pytree (dict keys, fields), integer
+    inputs drawn in their valid range (``input_ranges``), inputs named by the exported signature."""
     program, extra = load_pt2(path)  # never unpickles; the archive's sample inputs are not read
     args = pt2_example_inputs(program, path)
     where = f"{path}: entry extra/{PT2_META}"
     meta = _check_meta(_pt2_meta(path, extra.get(PT2_META, "")), where)
-    spec = program.graph_signature
-    inputs = tuple(s.arg.name for s in spec.input_specs if s.kind.name == "USER_INPUT")
-    n_out = len([s for s in spec.output_specs if s.kind.name == "USER_OUTPUT"])
+    program, outputs = flat_outputs(program)
+    inputs = tuple(s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT")
     source = ModelSource(
         name=path.stem, module=program.module(), example_inputs=tuple(args), input_names=inputs,
-        output_names=default_output_names(n_out), sha256=sha256_path(path), origin=str(path), kind="pt2",
-        exported=program,
+        output_names=outputs, sha256=sha256_path(path), origin=str(path), kind="pt2",
+        exported=program, input_ranges=input_ranges(program),
     )
     _apply_metadata(source, meta, where, where)  # checked like --meta: types, label count, name counts
     return source
@@ -200,17 +213,25 @@ def graph_sources(source: ModelSource, lengths: tuple[int, ...] = ()) -> list[Mo
         lengths=tuple(lengths)) for g in graphs]
 
 
-def reference_for(source: ModelSource, *, seed: int = 0) -> ReferenceData:
-    """Held-out real inputs for a checkpoint (its recipe's test split); seeded random inputs otherwise."""
+def reference_for(source: ModelSource, *, seed: int = 0, sample_inputs: str | Path | None = None) -> ReferenceData:
+    """The user's ``sample_inputs`` (a .npz keyed by input name, see ``edgekit.sample_inputs``) when given;
+    else held-out real inputs for a checkpoint (its recipe's test split); seeded random inputs otherwise
+    (integer inputs in their ``input_ranges``: token ids below the embedding's rows, padding masks)."""
+    # a torch.export program is specialised to its example shapes, so it runs one sample at a time
+    chunk = 128 if source.kind == "checkpoint" else 1
+    if sample_inputs is not None:
+        samples = read_sample_inputs(sample_inputs, source)
+        return reference_from_model(source.module, samples, None, f"{Path(sample_inputs).name} ({len(samples)})",
+                                    chunk=chunk)
     if source.kind == "checkpoint":
         recipe = json.loads((Path(source.origin) / META).read_text()).get("recipe")
         if recipe:
             return _recipe_test_split(source, recipe)
     gen = torch.Generator().manual_seed(seed)
-    samples = [tuple(_random_like(x, gen) for x in source.example_inputs) for _ in range(RANDOM_REFERENCE_SAMPLES)]
-    # a torch.export program is specialised to its example shapes, so it runs one sample at a time
-    return reference_from_model(source.module, samples, None, f"seeded random normal inputs ({len(samples)})",
-                                chunk=128 if source.kind == "checkpoint" else 1)
+    samples = [_random_sample(source, gen) for _ in range(RANDOM_REFERENCE_SAMPLES)]
+    integers = any(not x.is_floating_point() for x in source.example_inputs)
+    what = "seeded random inputs (floats normal, integers in range)" if integers else "seeded random normal inputs"
+    return reference_from_model(source.module, samples, None, f"{what} ({len(samples)})", chunk=chunk)
 
 
 def _recipe_test_split(source: ModelSource, recipe: dict[str, Any]) -> ReferenceData:
@@ -225,8 +246,9 @@ def _recipe_test_split(source: ModelSource, recipe: dict[str, Any]) -> Reference
     return reference_from_model(source.module, samples, labels, f"{data.name} test split{where} ({len(samples)})")
 
 
-def _random_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Seeded standard-normal floats, or small non-negative integers (valid token ids) for int inputs."""
-    if x.is_floating_point():
-        return torch.randn(x.shape, generator=gen, dtype=x.dtype)
-    return torch.randint(0, 2, x.shape, generator=gen, dtype=x.dtype)
+def _random_sample(source: ModelSource, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """One seeded input tuple: standard-normal floats, integers in their known range (``input_ranges``;
+    0/1 where unknown), masks as padding masks."""
+    ranges = source.input_ranges or (None,) * len(source.example_inputs)
+    return tuple(random_input(tuple(x.shape), x.dtype, r, name, gen)
+                 for x, r, name in zip(source.example_inputs, ranges, source.input_names))

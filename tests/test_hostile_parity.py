@@ -1,5 +1,5 @@
-"""Verification never passes on a degenerate case: NaN/inf, no inputs, a constant or near-zero reference,
-a state that collapsed, an artifact that returns fewer outputs than PyTorch."""
+"""Verification never passes on a degenerate case: NaN/inf, no inputs, a state that collapsed, an artifact that
+returns fewer outputs than PyTorch fail; a constant or near-zero reference is "not meaningful", never "passed"."""
 
 from __future__ import annotations
 
@@ -61,9 +61,12 @@ def test_one_nan_in_a_state_output_fails(precision):
 
 def test_a_state_that_collapsed_to_zero_fails_even_where_max_abs_diff_is_not_a_criterion():
     ref = _reference()
-    assert tolerance_for("int8").max_abs_diff is None  # the old rule judged states by max |Δ| only
+    assert tolerance_for("int8").rtol is None  # quantized rows do not bound max |Δ|
     result = compare(_replay(ref, lambda k, x: np.zeros_like(x) if k == 1 else x), ref, tolerance_for("int8"), "t")
-    assert result["status"] == "failed" and result["outputs"][1]["rel_error"] == pytest.approx(1.0)
+    state = result["outputs"][1]
+    assert result["status"] == "failed" and state["rel_error"] == pytest.approx(1.0)
+    assert state["kind"] == "values" and state["snr_db"] == pytest.approx(0.0, abs=1e-9)
+    assert state["failures"] == ["SNR 0.0 dB (required ≥ 12)"]
 
 
 def test_non_finite_pytorch_reference_fails():
@@ -80,14 +83,50 @@ def test_no_reference_inputs_fails():
     assert result["status"] == "failed" and "no reference inputs" in result["problems"][0]
 
 
-@pytest.mark.parametrize("scale", [0.0, 1e-19])
-def test_constant_or_near_zero_logits_cannot_pass_on_vacuous_agreement(scale):
-    ref = _reference()
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("scale", [0.0, 1e-19, 1e-44])
+def test_constant_or_near_zero_logits_cannot_pass_on_vacuous_agreement(scale, precision):
+    ref = _reference(state=False)
     for out in ref.outputs:
         out[0] *= scale  # all zero, or the 1e-19 logits of a randomly initialised deep BatchNorm net
-    result = compare(lambda _: [np.zeros((1, 10), np.float32), np.zeros((1, 4, 8), np.float32)], ref,
-                     tolerance_for("fp32"), "t")
-    assert result["status"] == "failed" and any("vacuous" in p for p in result["problems"])
+    result = compare(lambda _: [np.zeros((1, 10), np.float32)], ref, tolerance_for(precision), "t")
+    assert result["status"].startswith("not meaningful: PyTorch's output is near zero everywhere")
+    assert "accuracy" not in result  # arg-max of a degenerate output says nothing either
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_meaningful_state_beside_degenerate_logits_is_still_checked(precision):
+    ref = _reference()
+    for out in ref.outputs:
+        out[0] *= 0.0
+    zeros = compare(lambda _: [np.zeros((1, 10), np.float32), np.zeros((1, 4, 8), np.float32)], ref,
+                    tolerance_for(precision), "t")
+    assert zeros["status"] == "failed" and zeros["outputs"][0]["status"].startswith("not meaningful")
+    assert zeros["outputs"][1]["status"] == "failed"
+    assert compare(_replay(ref), ref, tolerance_for(precision), "t")["status"] == "passed"
+
+
+def test_logits_flat_along_the_class_axis_are_judged_by_their_values():
+    """Every row the same across classes (arg-max vacuous) but varying between samples: not top-1."""
+    ref = _reference(state=False)
+    for i, out in enumerate(ref.outputs):
+        out[0][:] = float(i)
+    result = compare(lambda _: [np.full((1, 10), 3.0, np.float32)], ref, tolerance_for("int8"), "t")
+    assert result["outputs"][0]["kind"] == "values" and result["status"] == "failed"
+    assert result["top1_agreement"] is None
+
+
+def test_an_output_of_another_size_fails_without_crashing():
+    ref = _reference()
+    result = compare(_replay(ref, lambda k, x: x[..., :3] if k == 1 else x), ref, tolerance_for("fp32"), "t")
+    assert result["status"] == "failed" and any("another number of values" in p for p in result["problems"])
+
+
+def test_an_infinite_artifact_output_still_gives_valid_json():
+    ref = _reference()
+    result = compare(_replay(ref, lambda k, x: np.full_like(x, np.inf)), ref, tolerance_for("int8"), "t")
+    assert result["status"] == "failed"
+    json.dumps(result, allow_nan=False)
 
 
 def test_fewer_outputs_than_pytorch_fails():

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
      "edgekit.quiet", "edgekit._reaper", "edgekit.benchmarking.stats", "edgekit.benchmarking.result", "edgekit.report.table",
      "edgekit.verify.tolerances"),
     # 1 the model side: families, data, checkpoints, .pt2 reading, numeric parity
-    ("edgekit.models", "edgekit.data", "edgekit.checkpoint", "edgekit.pt2", "edgekit.verify.parity",
+    ("edgekit.models", "edgekit.data", "edgekit.checkpoint", "edgekit.pt2", "edgekit.sample_inputs", "edgekit.verify.parity",
      "edgekit.verify", "edgekit.training.augment", "edgekit.training.tasks"),
     # 2 formats and quantization
     ("edgekit.converters", "edgekit.quant"),

@@ -86,9 +86,14 @@ def test_calibration_data_is_checked(tmp_path):
         calibration_for(source, 4, tmp_path / "shape.npy")
     bad = good.copy()
     bad[2, 0, 5, 5] = np.nan
-    np.savez(tmp_path / "nan.npz", input_0=bad)
+    np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(EdgekitError, match="sample 2 contains NaN or inf"):
+        calibration_for(source, 6, tmp_path / "nan.npy")
+    np.savez(tmp_path / "nan.npz", image=bad)  # an .npz is keyed by the model's input names
+    with pytest.raises(EdgekitError, match=r"nan.npz: image holds 1 NaN/inf values \(first at index \(2, 0, 5, 5\)\)"):
         calibration_for(source, 6, tmp_path / "nan.npz")
+    np.savez(tmp_path / "good.npz", image=good)
+    assert len(calibration_for(source, 4, tmp_path / "good.npz")) == 4
     with pytest.raises(EdgekitError, match="no recipe dataset"):
         calibration_for(source, 4)
 

@@ -44,7 +44,7 @@ def write_multifunction(graphs: list[NamedGraph], path: Path, spec: QuantSpec, m
             for g in graphs:  # the first graph first: see _AdapterWeights
                 single = Path(tmp) / f"{g.name}.mlpackage"
                 own = partial(adapter_weights.names, g.name) if adapter_weights else None
-                mlmodel = convert_and_compress(g.source, spec, target=TARGET, per_tensor=own)
+                mlmodel, _ = convert_and_compress(g.source, spec, target=TARGET, per_tensor=own)
                 compact(mlmodel).save(str(single))
                 desc.add_function(str(single), src_function_name="main", target_function_name=g.name)
             desc.default_function_name = graphs[0].name

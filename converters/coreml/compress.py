@@ -10,26 +10,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, NamedTuple
 
 import numpy as np
 
 from edgekit.converters.base import ModelSource
 from edgekit.converters.coreml._compat import register_graph_pass
+from edgekit.converters.coreml.rewrites import apply_rewrites
 from edgekit.errors import EdgekitError, require
 from edgekit.quant.spec import Granularity, QuantMethods, QuantSpec, Scheme
 
-QUANT: QuantMethods = QuantMethods("coreml")  # scheme → fn(source, spec, prepared) returning an MLModel
+QUANT: QuantMethods = QuantMethods("coreml")  # scheme → fn(source, spec, prepared) returning a Converted
 _GRANULARITY = {Granularity.PER_TENSOR: "per_tensor", Granularity.PER_CHANNEL: "per_channel",
                 Granularity.PER_BLOCK: "per_block"}
 
 
+class Converted(NamedTuple):
+    """A converted ML program and what was rewritten in the torch program before (``rewrites.py``)."""
+
+    mlmodel: Any
+    rewrites: list[str]
+
+
 def convert_program(program, source: ModelSource, precision: str = "FLOAT32", target: str = "iOS16",
-                    pass_pipeline: Any = None, *, states: list | None = None):
-    """ct.convert of a torch.export program to an ML Program with the model's input names and shapes
-    (``states``: ``ct.StateType`` of buffers the program mutates, iOS 18+)."""
+                    pass_pipeline: Any = None, *, states: list | None = None) -> Converted:
+    """ct.convert of a torch.export program (decomposed and rewritten here, ``rewrites.apply_rewrites``) to an
+    ML Program with the model's input and output names and input shapes; integer inputs are int32, the only
+    integer type Core ML inputs have (``states``: ``ct.StateType`` of buffers the program mutates, iOS 18+)."""
     ct = require("coremltools", "coreml")
-    return ct.convert(
+    program, rewrites = apply_rewrites(program)
+    mlmodel = ct.convert(
         program,
         inputs=[ct.TensorType(name=n, shape=tuple(x.shape), dtype=np.float32 if x.is_floating_point() else np.int32)
                 for n, x in zip(source.input_names, source.example_inputs)],
@@ -40,6 +50,7 @@ def convert_program(program, source: ModelSource, precision: str = "FLOAT32", ta
         pass_pipeline=pass_pipeline or ct.PassPipeline.DEFAULT,
         states=states,
     )
+    return Converted(mlmodel, rewrites)
 
 
 def short_names_pipeline():
@@ -109,7 +120,7 @@ POST_CONVERSION: dict[Scheme, PostConversion] = {
 
 
 def convert_and_compress(source: ModelSource, spec: QuantSpec, *, target: str | None = None,
-                         per_tensor: Callable[[Any], Collection[str]] | None = None) -> Any:
+                         per_tensor: Callable[[Any], Collection[str]] | None = None) -> Converted:
     """Convert ``source`` and compress its weights as ``spec`` says (a scheme of ``POST_CONVERSION``).
 
     ``target`` raises the scheme's oldest Core ML target (never lowers it); ``per_tensor(mlmodel)``
@@ -117,10 +128,10 @@ def convert_and_compress(source: ModelSource, spec: QuantSpec, *, target: str | 
     spec's granularity (linear schemes)."""
     how = POST_CONVERSION[spec.scheme]
     oldest = max(how.target, target or how.target, key=lambda t: int(t.removeprefix("iOS")))
-    mlmodel = convert_program(source.exported_program().run_decompositions({}), source, how.precision, oldest)
-    if how.compress is None:
-        return mlmodel
-    return how.compress(mlmodel, spec, per_tensor(mlmodel) if per_tensor else ())
+    mlmodel, rewrites = convert_program(source.exported_program(), source, how.precision, oldest)
+    if how.compress is not None:
+        mlmodel = how.compress(mlmodel, spec, per_tensor(mlmodel) if per_tensor else ())
+    return Converted(mlmodel, rewrites)
 
 
 for _scheme in POST_CONVERSION:
@@ -128,7 +139,7 @@ for _scheme in POST_CONVERSION:
 
 
 @QUANT.register(Scheme.INT8_STATIC)
-def _int8_static(source: ModelSource, spec: QuantSpec, prepared: Any):
+def _int8_static(source: ModelSource, spec: QuantSpec, prepared: Any) -> Converted:
     import torch
 
     if prepared is None:
@@ -136,7 +147,7 @@ def _int8_static(source: ModelSource, spec: QuantSpec, prepared: Any):
     graph = _fold_scalar_dequantize(prepared.converted(fold_quantize=True))
     program = torch.export.export(graph, source.example_inputs)
     # fp16 between the int8 ops, as the Neural Engine computes anyway; halves biases and scales
-    return convert_program(program.run_decompositions({}), source, "FLOAT16", "iOS17", short_names_pipeline())
+    return convert_program(program, source, "FLOAT16", "iOS17", short_names_pipeline())
 
 
 def _fold_scalar_dequantize(gm: Any) -> Any:

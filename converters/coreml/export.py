@@ -43,14 +43,15 @@ class CoreMLConverter(Converter):
     multi_graph_schemes = ("fp32", "fp16", "int8-weight", "int4-weight", "palettize")
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
-               *, prepared: Any = None) -> None:
+               *, prepared: Any = None) -> list[str]:
+        """Convert, embed ``metadata`` and save; returns the rewrites applied to the torch program (rewrites.py)."""
         require("coremltools", self.extra)
         spec = QuantSpec.parse(quant)
         write = QUANT.get(spec)
         try:
             with quiet():
                 # a graph holding states (stateful.py) is always fp16: Core ML states are fp16 only
-                mlmodel = convert_stateful(source) if source.states else write(source, spec, prepared)
+                mlmodel, rewrites = convert_stateful(source) if source.states else write(source, spec, prepared)
         except EdgekitError:
             raise
         except Exception as exc:
@@ -65,6 +66,7 @@ class CoreMLConverter(Converter):
             mlmodel.save(str(path))
         # coremltools adds ExecuTorch's op-to-source debug map for torch.export programs; Core ML never reads it
         (path / DEBUG_HANDLE_MAP).unlink(missing_ok=True)
+        return rewrites
 
     def inspect(self, path: Path) -> ArtifactInfo:
         ct = require("coremltools", self.extra)
@@ -110,12 +112,14 @@ class CoreMLConverter(Converter):
         ct = require("coremltools", self.extra)
         model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY, function_name=variant)
         spec = model.get_spec().description
-        in_names = [f.name for f in spec.input]
+        in_types = {f.name: np.dtype(_DTYPES.get(f.type.multiArrayType.dataType, "float32")) for f in spec.input}
         out_names = [f.name for f in spec.output]
         state = model.make_state() if len(spec.state) else None  # one stream: states carry across calls
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-            result = model.predict(dict(zip(in_names, inputs)), state=state)
+            # as the model stores them: token ids given as int64 are fed as the int32 the input declares
+            feed = {n: np.asarray(x).astype(t, copy=False) for (n, t), x in zip(in_types.items(), inputs)}
+            result = model.predict(feed, state=state)
             return [np.asarray(result[n]) for n in out_names]
 
         return run

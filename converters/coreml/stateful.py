@@ -31,7 +31,7 @@ import torch
 
 from edgekit.converters.base import ExtraGraph, ModelSource
 from edgekit.converters.coreml._compat import register_fixed_state_canonicalization
-from edgekit.converters.coreml.compress import convert_program
+from edgekit.converters.coreml.compress import Converted, convert_program
 from edgekit.errors import require
 from edgekit.models.seq_graphs import StatefulStepGraph, stream_reference
 from edgekit.quant.spec import QuantSpec
@@ -98,10 +98,10 @@ def usage_text(held: tuple[str, ...], explicit: tuple[str, ...]) -> str:
     return text
 
 
-def convert_stateful(source: ModelSource) -> Any:
+def convert_stateful(source: ModelSource) -> Converted:
     """ct.convert of the stateful step module: fp16 compute, fp16 states, iOS 18."""
     ct = require("coremltools", "coreml")
-    program = torch.export.export(source.module, source.example_inputs).run_decompositions({})
+    program = torch.export.export(source.module, source.example_inputs)
     buffers = dict(source.module.named_buffers())
     states = [ct.StateType(wrapped_type=ct.TensorType(shape=tuple(buffers[n].shape), dtype=STATE_DTYPE), name=n)
               for n in source.states]

@@ -9,12 +9,12 @@ quantize the written file with ai-edge-quantizer, which quantizes a shared const
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from edgekit.converters.base import Runner, Switcher
+from edgekit.converters.tflite.tensors import IONames, feed_value
 from edgekit.errors import EdgekitError, require
 from edgekit.graph import NamedGraph
 from edgekit.quiet import quiet
@@ -30,36 +30,32 @@ def signature_model(graphs: list[NamedGraph]) -> Any:
     return converter.convert()
 
 
-def signature_runner(interpreter: Any, variant: str) -> Runner:
-    """Run one signature of a loaded interpreter, inputs and outputs in signature order."""
+def signature_runner(interpreter: Any, variant: str, order: dict[str, IONames]) -> Runner:
+    """Run one signature of a loaded interpreter, inputs and outputs in model order (``order``: each
+    signature's keys in that order, ``tensors.signature_order``); integer inputs are cast to what the
+    signature stores."""
     names = interpreter.get_signature_list()
-    if variant not in names:
+    if variant not in names or variant not in order:
         raise EdgekitError(f"the .tflite has no signature {variant!r}; it has: {', '.join(sorted(names))}")
     with quiet():
         sig = interpreter.get_signature_runner(variant)
-    in_names = sorted(sig.get_input_details(), key=_index)
-    out_names = sorted(sig.get_output_details(), key=_index)
+    in_names, out_names = order[variant]
+    details = sig.get_input_details()
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        result = sig(**dict(zip(in_names, inputs)))
+        result = sig(**{n: feed_value(details[n], x) for n, x in zip(in_names, inputs)})
         return [result[n] for n in out_names]
 
     return run
 
 
-def signature_switcher(interpreter: Any) -> Switcher:
+def signature_switcher(interpreter: Any, order: dict[str, IONames]) -> Switcher:
     """One interpreter, one signature runner per variant: switching is calling another runner."""
     runners: dict[str, Runner] = {}
 
     def run(variant: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
         if variant not in runners:
-            runners[variant] = signature_runner(interpreter, variant)
+            runners[variant] = signature_runner(interpreter, variant, order)
         return runners[variant](inputs)
 
     return run
-
-
-def _index(name: str) -> int:
-    """``args_3`` / ``output_3`` → 3 (signature tensors are named by position)."""
-    match = re.search(r"(\d+)$", name)
-    return int(match.group(1)) if match else 0

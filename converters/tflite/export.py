@@ -19,6 +19,7 @@ from edgekit.converters.base import (
     raise_if_disk_error, register_converter,
 )
 from edgekit.converters.tflite.adapters import signature_model, signature_runner, signature_switcher
+from edgekit.converters.tflite.tensors import IONames, feed_value, name_io, signature_order
 from edgekit.errors import EdgekitError, UnsupportedOpError, require
 from edgekit.graph import NamedGraph
 from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
@@ -50,7 +51,7 @@ class TFLiteConverter(Converter):
             raise_if_disk_error(exc)
             op = _first_unlowered_op(source)
             raise (UnsupportedOpError(op, self.name) if op else conversion_error(self.name, exc)) from exc
-        embed_metadata(path, metadata)
+        embed_metadata(path, metadata, {_default_signature(): (source.input_names, source.output_names)})
 
     def inspect(self, path: Path) -> ArtifactInfo:
         interpreter = _load_interpreter(path, threads=1)
@@ -75,17 +76,17 @@ class TFLiteConverter(Converter):
             raise
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
-        embed_metadata(path, metadata)
+        embed_metadata(path, metadata, {g.name: (g.source.input_names, g.source.output_names) for g in graphs})
         return Written({g.name: {"signature": g.name} for g in graphs})
 
     def switcher(self, path: Path, threads: int) -> Switcher:
         """One interpreter, one signature runner per variant: switching is calling another runner."""
-        return signature_switcher(_load_interpreter(path, threads))
+        return signature_switcher(_load_interpreter(path, threads), _signature_order(path))
 
     def runner(self, path: Path, threads: int, variant: str | None = None) -> Runner | RunnerUnavailable:
         interpreter = _load_interpreter(path, threads)
         if variant is not None:  # one signature of an export_many artifact
-            return signature_runner(interpreter, variant)
+            return signature_runner(interpreter, variant, _signature_order(path))
         with quiet():
             interpreter.allocate_tensors()
         ins = interpreter.get_input_details()
@@ -93,7 +94,7 @@ class TFLiteConverter(Converter):
 
         def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
             for detail, value in zip(ins, inputs):
-                interpreter.set_tensor(detail["index"], _to_input(detail, value))
+                interpreter.set_tensor(detail["index"], feed_value(detail, value))
             interpreter.invoke()
             return [_from_output(d, interpreter.get_tensor(d["index"])) for d in outs]
 
@@ -158,8 +159,9 @@ def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
                                            quant_config=QuantConfig(pt2e_quantizer=prepared.quantizer)))
 
 
-def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    """Finish the flatbuffer: add a ``metadata`` entry named ``edgekit`` holding the JSON (its I/O
+def embed_metadata(path: Path, metadata: dict[str, Any], names: dict[str, IONames] | None = None) -> None:
+    """Finish the flatbuffer: give each signature in ``names`` the model's I/O names (signature keys and
+    I/O tensors, ``tensors.name_io``), add a ``metadata`` entry named ``edgekit`` holding the JSON (its I/O
     entries corrected to the graph's real dtypes and int8 scale/zero point) and shorten internal
     tensor names (the converter writes the whole PyTorch module path into each). Identical numeric
     vectors (per-channel zero points above all) are written once (``flatbuffer.py``)."""
@@ -167,6 +169,7 @@ def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:
     model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
     if any((b.offset or 0) > 1 for b in model.buffers or []):
         raise EdgekitError(f"{path}: buffers stored outside the flatbuffer; cannot embed metadata")
+    name_io(model, names or {})
     main = model.subgraphs[0]
     metadata = {**metadata, "inputs": _io_entries(schema, main, main.inputs, metadata.get("inputs", [])),
                 "outputs": _io_entries(schema, main, main.outputs, metadata.get("outputs", []))}
@@ -227,20 +230,21 @@ def _load_interpreter(path: Path, threads: int):
         raise EdgekitError(f"the LiteRT interpreter cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
 
 
+def _signature_order(path: Path) -> dict[str, IONames]:
+    """Each signature's input and output keys in model order, read from the file."""
+    schema = require("ai_edge_litert.schema_py_generated", "tflite")
+    return signature_order(schema.Model.GetRootAs(path.read_bytes(), 0))
+
+
+def _default_signature() -> str:
+    """The signature key litert-torch gives a model converted without a name (``serving_default``)."""
+    return require("litert_torch.model", "tflite").DEFAULT_SIGNATURE_NAME
+
+
 def _tensor_info(detail: dict) -> TensorInfo:
     scale, zero = detail.get("quantization", (0.0, 0))
     quant = (float(scale), int(zero)) if scale and np.dtype(detail["dtype"]).kind in "iu" else None
     return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name, quant)
-
-
-def _to_input(detail: dict, value: np.ndarray) -> np.ndarray:
-    """Float input → the tensor's integer type with its scale/zero point (static int8 graphs)."""
-    dtype = np.dtype(detail["dtype"])
-    scale, zero = detail.get("quantization", (0.0, 0))
-    if dtype.kind not in "iu" or not scale or np.asarray(value).dtype.kind in "iu":
-        return value
-    info = np.iinfo(dtype)
-    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
 
 
 def _from_output(detail: dict, value: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ def convert(model: Model, example_inputs: Sequence[torch.Tensor] | None = None, 
             calib: PathLike | np.ndarray | None = None, out: PathLike | None = None, threads: int = 2,
             overwrite: bool = False, name: str = "model", labels: PathLike | None = None, meta: PathLike | None = None,
             lengths: Sequence[int] = (), adapter: PathLike | None = None, adapters: Sequence[PathLike] | None = None,
-            npu: str | None = None, progress: Callable[[str], None] | None = None) -> Bundle:
+            npu: str | None = None, sample_inputs: PathLike | None = None,
+            tolerance: Sequence[str] | None = None, progress: Callable[[str], None] | None = None) -> Bundle:
     """Export ``model`` to each format in ``to``, verify every artifact against PyTorch, write a bundle.
 
     ``model`` is an ``nn.Module`` (with ``example_inputs``; ``name`` names its files), a
@@ -37,7 +38,10 @@ def convert(model: Model, example_inputs: Sequence[torch.Tensor] | None = None, 
     and ``meta`` (JSON: labels, preprocessing, input/output names of a .pt2); a sequence model the static prefill
     ``lengths``. With a checkpoint: ``adapter`` merges one LoRA adapter and verifies on its domain (the manifest
     records ``merged_adapter``); ``adapters`` packages the base and each adapter in one artifact per format.
-    ``npu="qualcomm:SM8650"`` also compiles the TFLite artifact ahead of time. ``progress`` receives status lines.
+    ``npu="qualcomm:SM8650"`` also compiles the TFLite artifact ahead of time. ``sample_inputs`` (an ``.npz``
+    keyed by input name, each ``(N, ...)``) are the real inputs to verify on, and to calibrate on when int8 has no
+    other calibration data. ``tolerance`` sets parity tolerances per output, as the CLI's ``--tolerance``
+    (``["boxes:rtol=1e-3,atol=0.5"]``); they are recorded in the manifest. ``progress`` receives status lines.
 
     A failed format is recorded in the manifest and raises nothing: see ``bundle.written`` (the entries this call
     wrote) or ``bundle.artifacts``."""
@@ -53,14 +57,52 @@ def convert(model: Model, example_inputs: Sequence[torch.Tensor] | None = None, 
             raise EdgekitError("edgekit.convert: give adapter= (merge one) or adapters= (package several), not both")
         _no_adapter_extras(npu, spec, calib_array)
         return _convert_adapters(model, adapters, formats, spec, out, threads, lengths, overwrite)
+    if sample_inputs is not None and adapter is not None:
+        raise EdgekitError("sample_inputs= does not apply with adapter= (the adapter's domain data verifies it)")
     if adapter is not None:
         sources, references, merged = _merged(model, adapter, lengths)
+        overrides = _tolerances(tolerance, sources)
     else:
         sources, merged = _graphs(_source(model, example_inputs, name, labels, meta), lengths), None
-        references = [reference_for(s) for s in sources]
+        overrides = _tolerances(tolerance, sources)
+        spec = _with_sample_inputs(spec, calib_array, sources, sample_inputs)  # checked before any model run
+        references = [reference_for(s, sample_inputs=sample_inputs) for s in sources]
     return _write(sources, references, formats, spec, calib_array, merged,
                   Path(out) if out is not None else _default_out(model, sources[0].name if merged else ""),
-                  threads=threads, overwrite=overwrite, npu=npu, progress=progress)
+                  threads=threads, overwrite=overwrite, npu=npu, progress=progress, tolerances=overrides)
+
+
+def _with_sample_inputs(spec: QuantSpec, calib_array: np.ndarray | None, sources: list[ModelSource],
+                        sample_inputs: PathLike | None) -> QuantSpec:
+    """Check the sample inputs against the model (a cheap read, before any work) and let them calibrate a
+    static int8 conversion that has no other calibration data; check the calibration data as cheaply."""
+    from edgekit.quant import check_calibration
+    from edgekit.sample_inputs import read_sample_inputs
+
+    if sample_inputs is not None:
+        if len(sources) > 1:
+            raise EdgekitError(f"sample_inputs= applies to a model of one graph; {sources[0].origin} has "
+                               f"{len(sources)} ({', '.join(s.graph for s in sources)})")
+        read_sample_inputs(sample_inputs, sources[0])
+        if spec.needs_calibration and spec.calib_source is None and calib_array is None:
+            spec = QuantSpec.parse(spec, calib_source=os.fspath(sample_inputs))
+    for source in sources:
+        check_calibration(source, spec, calib_array)
+    return spec
+
+
+def _tolerances(texts: Sequence[str] | None, sources: list[ModelSource]):
+    """Per-output tolerance overrides parsed from ``--tolerance`` texts, checked against the model's outputs."""
+    if not texts:
+        return None
+    from edgekit.verify.tolerances import check_tolerance_outputs, parse_tolerances
+
+    if isinstance(texts, str):
+        texts = [texts]
+    overrides = parse_tolerances(list(texts))
+    for source in sources:
+        check_tolerance_outputs(overrides, source.output_names)
+    return overrides
 
 
 def _formats(to: Sequence[str], npu: str | None) -> list[str]:
@@ -144,14 +186,15 @@ def _checkpoint_path(model: Model, what: str) -> PathLike:
 
 def _write(sources: list[ModelSource], references: list[ReferenceData], formats: list[str], spec: QuantSpec,
            calib_array: np.ndarray | None, merged: dict | None, bundle: Path, *, threads: int, overwrite: bool,
-           npu: str | None, progress: Callable[[str], None] | None) -> Bundle:
+           npu: str | None, progress: Callable[[str], None] | None, tolerances=None) -> Bundle:
     """Convert every graph to every format into ``bundle``, record a merged adapter, compile for an NPU."""
     from edgekit.artifact import bundle_lock, record_entries
     from edgekit.conversion import convert_graphs, converted_entries
     from edgekit.npu import compile_bundle_for_npu
 
     manifest = convert_graphs(sources, formats, bundle, references, quant=spec, calib_array=calib_array,
-                              threads=threads, overwrite=overwrite, progress=progress or (lambda _: None))
+                              threads=threads, overwrite=overwrite, progress=progress or (lambda _: None),
+                              tolerances=tolerances)
     if merged is not None:  # record which adapter was merged into the weights
         manifest.source["merged_adapter"] = merged
         with bundle_lock(bundle):
@@ -211,8 +254,7 @@ def _source(model: Model, example_inputs: Sequence[torch.Tensor] | None, name: s
         raise EdgekitError("edgekit.convert: labels= and meta= are files for a checkpoint or .pt2 path; "
                            f"not for a {type(model).__name__}")
     if isinstance(model, torch.export.ExportedProgram):
-        args = tuple(example_inputs) if example_inputs is not None else tuple((model.example_inputs or ((),))[0])
-        return _in_memory(model.module(), args, name, exported=model)
+        return _from_program(model, example_inputs, name)
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise EdgekitError("edgekit.convert(module, example_inputs): an nn.Module needs its example inputs, "
@@ -243,3 +285,19 @@ def _in_memory(module: torch.nn.Module, args: tuple, name: str,
         name=name, module=module, example_inputs=args, input_names=tuple(f"input_{i}" for i in range(len(args))),
         output_names=default_output_names(n_out),
         sha256=digest.hexdigest(), origin=f"<in-memory {type(module).__name__}>", kind="module", exported=exported)
+
+
+def _from_program(program: torch.export.ExportedProgram, example_inputs: Sequence[torch.Tensor] | None,
+                  name: str) -> ModelSource:
+    """An in-memory ExportedProgram as a .pt2 file would load: flat named outputs, inputs named by its signature,
+    integer inputs in their valid range."""
+    import dataclasses
+
+    from edgekit.pt2 import flat_outputs
+    from edgekit.sample_inputs import input_ranges, user_input_names
+
+    flat, output_names = flat_outputs(program)
+    args = tuple(example_inputs) if example_inputs is not None else tuple((program.example_inputs or ((),))[0])
+    source = _in_memory(flat.module(), args, name, exported=flat)
+    return dataclasses.replace(source, input_names=tuple(user_input_names(flat)), output_names=output_names,
+                               input_ranges=input_ranges(flat))

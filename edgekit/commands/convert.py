@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from edgekit.commands.base import command
-from edgekit.commands.output import add_json_flag, print_json
+from edgekit.commands.output import add_json_flag, print_json, stdout_to_stderr
 from edgekit.commands.validate import format_list, non_negative_float, non_negative_int, npu_target, positive_int
 
 
@@ -21,6 +21,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "palettizeN; `edgekit list formats` shows what each format supports (overrides --precision)")
     p.add_argument("--calib", metavar="DATA",
                    help="calibration inputs: an image folder, .npy or .npz (default: the recipe's training split)")
+    p.add_argument("--sample-inputs", metavar="FILE.npz",
+                   help="real inputs to verify on (and to calibrate int8 on, without --calib): an .npz whose keys "
+                        "are the model's input names, each (N, ...) with the input's dtype")
+    p.add_argument("--tolerance", action="append", default=[], metavar="[OUTPUT:]KEY=VALUE,...",
+                   help="parity tolerance of one output (or of all without OUTPUT:), e.g. boxes:rtol=1e-3,atol=0.5; "
+                        "keys rtol, atol, top1, snr, kind; repeat the flag per output; recorded in the manifest")
     p.add_argument("--calib-samples", type=positive_int, default=128, help="calibration samples (default 128)")
     p.add_argument("--accuracy-budget", type=non_negative_float, metavar="POINTS",
                    help="int8: keep the most sensitive layers in float until the accuracy drop is within POINTS")
@@ -67,10 +73,12 @@ def run(args: argparse.Namespace) -> int:
                                    calib_samples=args.calib_samples, budget_points=args.accuracy_budget,
                                    qat_epochs=args.qat)
     adapters = [p.strip() for p in args.adapters.split(",") if p.strip()] if args.adapters else None
-    bundle = edgekit.convert(args.model, to=args.formats, quant=spec, out=args.out, threads=args.threads,
-                             overwrite=args.overwrite, labels=args.labels, meta=args.meta,
-                             lengths=parse_lengths(args.lengths), adapter=args.adapter, adapters=adapters,
-                             npu=args.npu, progress=status)
+    with stdout_to_stderr(args.json):
+        bundle = edgekit.convert(args.model, to=args.formats, quant=spec, out=args.out, threads=args.threads,
+                                 overwrite=args.overwrite, labels=args.labels, meta=args.meta,
+                                 lengths=parse_lengths(args.lengths), adapter=args.adapter, adapters=adapters,
+                                 npu=args.npu, sample_inputs=args.sample_inputs, tolerance=args.tolerance or None,
+                                 progress=status)
     if args.json:
         listed = {"adapters": bundle.manifest.adapters} if adapters is not None else {}
         print_json({"bundle": str(bundle.path), **listed, "artifacts": [e.to_dict() for e in bundle.written]})
@@ -80,7 +88,20 @@ def run(args: argparse.Namespace) -> int:
         edgekit.print_table(bundle.rows(), f"{bundle.manifest.name} → {bundle.path} (verified on "
                             f"{bundle.verified_on})", columns="convert")
         print_quant_summary(bundle.written)
+        print_graph_changes(bundle.written, always=bundle.manifest.source.get("kind") == "pt2")
     return finish(bundle.path, bundle.written)
+
+
+def print_graph_changes(entries, always: bool = False) -> None:
+    """Per artifact written, what conversion did to the graph (rewrites applied, inputs cast), so a user
+    knows what was shipped; printed for a user's .pt2 (``always``) or whenever something changed."""
+    written = [e for e in entries if e.file]
+    if not written or not (always or any(e.graph_changes for e in written)):
+        return
+    print("what conversion did to the graph:")
+    for e in written:
+        where = f"{e.format} {e.graph}".strip()
+        print(f"  {where}: " + ("; ".join(e.graph_changes) or "nothing (the exported graph as it is)"))
 
 
 def finish(bundle, entries) -> int:

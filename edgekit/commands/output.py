@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +36,22 @@ def show_rows(args: argparse.Namespace, rows: list[dict[str, Any]], title: str, 
         from edgekit import print_table
 
         print_table(rows, title)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(enabled: bool = True) -> Iterator[None]:
+    """With --json, stdout carries the JSON alone: whatever the work prints on stdout meanwhile (a
+    converter's log lines, native libraries writing to file descriptor 1) goes to stderr instead."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

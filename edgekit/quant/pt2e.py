@@ -15,6 +15,7 @@ import torch
 
 from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError, require
+from edgekit.quiet import quiet
 from edgekit.quant.spec import OP_TYPES, Granularity, QuantSpec, Scheme
 
 LAYER_OPS = tuple(f"aten.{op}.default" for op in OP_TYPES)  # what gets int8 weights
@@ -43,7 +44,8 @@ def layer_nodes(gm: torch.fx.GraphModule) -> dict[str, torch.fx.Node]:
 
 def make_quantizer(spec: QuantSpec):
     """litert-torch's PT2EQuantizer for ``spec``, leaving the layers its overrides keep float unannotated."""
-    pq = require("litert_torch.quantize.pt2e_quantizer", "tflite")
+    with quiet():  # litert-torch imports TensorFlow, which logs at import
+        pq = require("litert_torch.quantize.pt2e_quantizer", "tflite")
     config = pq.get_symmetric_quantization_config(
         is_per_channel=spec.granularity is Granularity.PER_CHANNEL, is_qat=spec.qat,
         is_dynamic=spec.scheme is Scheme.INT8_DYNAMIC)
@@ -111,16 +113,17 @@ class PreparedQuant:
     def converted(self, fold_quantize: bool, weight_qmax: int | None = None) -> torch.fx.GraphModule:
         """A converted copy; ``weight_qmax`` narrows the weight range (ONNX Runtime's ``reduce_range``:
         its x86 int8 kernels saturate int16 pair sums with full-range weights — measured 92% vs 100% top-1)."""
-        from torchao.quantization.pt2e.observer import MinMaxObserver, PerChannelMinMaxObserver
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+        with quiet():  # torch's pytree warns about a deprecated spec class while copying; torchao logs at import
+            from torchao.quantization.pt2e.observer import MinMaxObserver, PerChannelMinMaxObserver
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-        graph = copy.deepcopy(self.prepared)
-        if weight_qmax is not None:
-            for module in graph.modules():
-                if isinstance(module, (PerChannelMinMaxObserver, MinMaxObserver)) and module.qscheme in (
-                        torch.per_channel_symmetric, torch.per_tensor_symmetric):
-                    module.quant_min, module.quant_max = -weight_qmax, weight_qmax
-        return convert_pt2e(graph, fold_quantize=fold_quantize)
+            graph = copy.deepcopy(self.prepared)
+            if weight_qmax is not None:
+                for module in graph.modules():
+                    if isinstance(module, (PerChannelMinMaxObserver, MinMaxObserver)) and module.qscheme in (
+                            torch.per_channel_symmetric, torch.per_tensor_symmetric):
+                        module.quant_min, module.quant_max = -weight_qmax, weight_qmax
+            return convert_pt2e(graph, fold_quantize=fold_quantize)
 
     def layers(self) -> list[str]:
         """The conv/linear layers (module names) of the graph, in order."""
@@ -129,30 +132,53 @@ class PreparedQuant:
 
 def export_graph(source: ModelSource) -> torch.fx.GraphModule:
     """The model as a torch.export graph module (batch 1, eval mode), eval-mode dropouts removed."""
-    gm = torch.export.export(eval_mode(source.module), source.example_inputs).module()
+    with quiet():
+        gm = torch.export.export(eval_mode(source.module), source.example_inputs).module()
     _drop_eval_dropouts(gm)
     return gm
 
 
+_aten = torch.ops.aten
+# op → the position of its ``training`` argument: what eval mode switches off in an exported graph
+_TRAINING_ARG = {_aten.batch_norm.default: 5, _aten._native_batch_norm_legit.default: 5}
+_DROPOUTS = {op: 2 for op in (_aten.dropout.default, _aten.dropout_.default, _aten.feature_dropout.default,
+                              _aten.feature_dropout_.default, _aten.alpha_dropout.default, _aten.alpha_dropout_.default,
+                              _aten.feature_alpha_dropout.default, _aten.feature_alpha_dropout_.default)}
+_TRAINING_ARG.update(_DROPOUTS)
+
+
 def eval_mode(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` in eval mode. The module of a loaded ``.pt2`` (an unlifted torch.export graph) refuses
-    ``.eval()``; torchao's ``move_exported_model_to_eval`` switches its dropout and batch-norm ops instead."""
-    from torch.export._unlift import _StatefulGraphModule
+    ``.eval()``: its batch-norm and dropout calls carry their mode as an argument, switched off here in a copy
+    (only when one is on). Not torchao's ``move_exported_model_to_eval``: it rewrites batch norm with the
+    default eps and momentum (its own TODO), which changed MobileNetV2's eps 1e-3 to 1e-5."""
+    try:
+        return module.eval()
+    except NotImplementedError:  # "Calling eval() is not supported yet": an unlifted torch.export graph
+        pass
+    if not any(_training(node) for node in module.graph.nodes):
+        return module
+    module = copy.deepcopy(module)
+    for node in module.graph.nodes:
+        if _training(node):
+            node.update_arg(_TRAINING_ARG[node.target], False)
+    module.recompile()
+    return module
 
-    if isinstance(module, _StatefulGraphModule):
-        from torchao.quantization.pt2e import move_exported_model_to_eval
 
-        return move_exported_model_to_eval(module)
-    return module.eval()
+def _training(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is a batch norm or dropout call in training mode."""
+    position = _TRAINING_ARG.get(node.target) if node.op == "call_function" else None
+    return position is not None and len(node.args) > position and node.args[position] is True
 
 
 def _drop_eval_dropouts(gm: torch.fx.GraphModule) -> None:
-    """Remove ``aten.dropout(x, p, train=False)`` (an identity torch.export keeps). Left in, it sits
-    between two int8 edges of the same value; when that value is also a graph output (the SSM
-    classifier's running mean) the LiteRT converter finds two quantizations of one tensor and fails
-    ("type of return operand … doesn't match function result type")."""
+    """Remove eval-mode dropouts (``aten.dropout(x, p, train=False)``, in place or not: identities torch.export
+    keeps). Left in, one sits between two int8 edges of the same value; when that value is also a graph output
+    (the SSM classifier's running mean) the LiteRT converter finds two quantizations of one tensor and fails
+    ("type of return operand … doesn't match function result type"); an in-place one took its own scale."""
     for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target is torch.ops.aten.dropout.default and not node.args[2]:
+        if node.op == "call_function" and node.target in _DROPOUTS and node.args[2] is False:
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
     gm.graph.lint()
@@ -166,14 +192,16 @@ def prepare_quant(source: ModelSource, spec: QuantSpec, samples: Iterable[tuple[
     if spec.scheme not in PT2E_SCHEMES:
         raise EdgekitError(f"quantization {spec.tag} does not use calibration; PT2E handles: "
                            f"{', '.join(s.value for s in PT2E_SCHEMES)}")
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    unknown = sorted(set(spec.float_layers) - set(layer_nodes(export_graph(source)))) if spec.float_layers else []
+    graph = export_graph(source)
+    unknown = sorted(set(spec.float_layers) - set(layer_nodes(graph)))
     if unknown:
         raise EdgekitError(f"float layer {unknown[0]!r} is not a conv/linear layer of the model; "
-                           f"layers: {', '.join(layer_nodes(export_graph(source)))}")
+                           f"layers: {', '.join(layer_nodes(graph))}")
     quantizer = make_quantizer(spec)
-    prepared = prepare_pt2e(export_graph(source), quantizer)
+    with quiet():  # torchao logs at import (optional CUDA kernels it cannot load here)
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+        prepared = prepare_pt2e(graph, quantizer)
     prepared(*source.example_inputs)  # per-channel weight observers need one run even without calibration
     for sample in samples:
         prepared(*sample)

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import torch
 
 from edgekit.quant.pt2e import PreparedQuant, layer_nodes, op_type
+from edgekit.quiet import quiet
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def sqnr_db(ref: torch.Tensor, got: torch.Tensor) -> float:
 @torch.no_grad()
 def layer_report(quant: PreparedQuant, samples: Iterable[tuple[torch.Tensor, ...]]) -> list[LayerError]:
     """SQNR of each conv/linear output and of the model output: quantized graph vs the float graph."""
-    reference = copy.deepcopy(quant.prepared)  # float compute (BN folded); observers must not see these inputs
+    with quiet():  # torch's pytree warns about a deprecated spec class while copying
+        reference = copy.deepcopy(quant.prepared)  # float compute (BN folded); observers must not see these inputs
     quantized = quant.converted(fold_quantize=False)
     ref_layers, q_layers = layer_nodes(reference), layer_nodes(quantized)
     shared = [name for name in ref_layers if name in q_layers]

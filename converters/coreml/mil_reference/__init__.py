@@ -20,7 +20,8 @@ coremltools is needed at call time only (``pip install -e '.[coreml]'``).
 from __future__ import annotations
 
 from edgekit.converters.coreml.mil_reference.evaluator import MilEvaluator, evaluate, load_program
-from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, kernel, kernel_op_types
+from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, MissingKernel, kernel, kernel_op_types
 from edgekit.converters.coreml.mil_reference.state import MilState
 
-__all__ = ["MilEvaluationError", "MilEvaluator", "MilState", "evaluate", "kernel", "kernel_op_types", "load_program"]
+__all__ = ["MilEvaluationError", "MilEvaluator", "MilState", "MissingKernel", "evaluate", "kernel", "kernel_op_types",
+           "load_program"]

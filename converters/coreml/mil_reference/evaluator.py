@@ -4,7 +4,8 @@ Each op gets, in this order: a NumPy kernel registered with ``@kernel`` (``kerne
 ``conv.py``, ``constexpr.py``); for a compressed-weight op without one, coremltools'
 ``materialized_val_inference``; otherwise coremltools' own ``value_inference`` (the
 semantics coremltools uses to fold constants), run on a copy of the op whose inputs carry
-the runtime values. An op with none of these stops the plan with "cannot evaluate op".
+the runtime values. An op with none of these stops the plan with ``MissingKernel``, a ``CannotVerify``:
+the artifact is kept, reported as not verified here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgekit.converters.coreml.mil_reference import constexpr, conv, kernels  # noqa: F401  (register kernels)
+from edgekit.converters.coreml.mil_reference import constexpr, conv, indexing, kernels  # noqa: F401  (register kernels)
 from edgekit.converters.coreml.mil_reference.precision import (
     VarSpec,
     function_precision,
@@ -26,7 +27,7 @@ from edgekit.converters.coreml.mil_reference.precision import (
     to_declared,
     var_spec,
 )
-from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, find_kernel
+from edgekit.converters.coreml.mil_reference.registry import MilEvaluationError, MissingKernel, find_kernel
 from edgekit.converters.coreml.mil_reference.state import MilState, is_state, state_spec
 from edgekit.errors import require
 from edgekit.converters.coreml._compat import has_own_value_inference, load_milproto, set_input_var
@@ -115,9 +116,9 @@ def _opset(op: Any) -> int | None:
 
 
 def _resolve(op: Any) -> Callable[[Any, dict[str, Any]], Any]:
-    """The kernel that evaluates ``op``, or a MilEvaluationError saying why there is none."""
+    """The kernel that evaluates ``op``, or a ``MissingKernel`` (a ``CannotVerify``) saying why there is none."""
     if op.blocks:
-        raise MilEvaluationError(f"cannot evaluate op {op.op_type} ({op.name}): control flow is not supported")
+        raise MissingKernel(op.op_type, f"op {op.name}: control flow")
     fn = find_kernel(op.op_type, _opset(op))
     if fn is not None:
         return fn
@@ -125,10 +126,7 @@ def _resolve(op: Any) -> Callable[[Any, dict[str, Any]], Any]:
         return _materialize
     if has_own_value_inference(op):
         return _value_inference
-    raise MilEvaluationError(
-        f"cannot evaluate op {op.op_type} ({op.name}): no NumPy kernel and no coremltools value_inference; "
-        f"register one with @kernel({op.op_type!r}) in edgekit.converters.coreml.mil_reference"
-    )
+    raise MissingKernel(op.op_type, f"op {op.name}")  # add one with @kernel(op_type) in mil_reference
 
 
 @dataclass

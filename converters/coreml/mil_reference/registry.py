@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import CannotVerify, EdgekitError
 
 Kernel = Callable[[Any, dict[str, Any]], Any]
 
@@ -28,6 +28,15 @@ _KERNELS: dict[str, list[tuple[int, Kernel]]] = {}
 
 class MilEvaluationError(EdgekitError):
     """The MIL program cannot be evaluated (unknown op, bad inputs, kernel failure)."""
+
+
+class MissingKernel(MilEvaluationError, CannotVerify):
+    """The program needs an op the evaluator has no kernel for: the artifact converted, but this machine
+    cannot check it (kept as "not run: <reason>", not deleted as failed)."""
+
+    def __init__(self, op_type: str, detail: str) -> None:
+        self.op_type = op_type
+        super().__init__(f"the MIL reference evaluator has no kernel for {op_type} ({detail})")
 
 
 def kernel(*op_types: str, opset: int = 0) -> Callable[[Kernel], Kernel]:

@@ -1,0 +1,174 @@
+"""Models nobody here wrote (tests/foreign_models.py: transformers' BERT, Llama, Mamba, ViT, MobileNetV2,
+Wav2Vec2 and a small detector with large-valued dict outputs) convert to every format and verify, as users'
+own ``.pt2`` files with their own sample inputs (``sample_inputs=``, an ``.npz`` keyed by input name).
+
+Each model × scheme is converted once (to every format that writes the scheme: asked of the converter) and
+shared by its cells, one per format, so a failure names model × scheme × format. Static int8 is calibrated on
+the same ``.npz`` (``QuantSpec.calib_source``). The manifest carries each model's input names and dtypes and the
+dict model's output names in every format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+import edgekit  # noqa: E402
+from edgekit import CONVERTERS, EdgekitError, QuantSpec  # noqa: E402
+from foreign_models import DICT_OUTPUTS, FOREIGN_MODELS, SAMPLES, Foreign, save_foreign  # noqa: E402
+
+SCHEMES = ("fp32", "int8", "int8-weight")
+# the dtype each format's artifact takes for an integer (token id, mask) input of the model: ONNX keeps the
+# model's int64, LiteRT and Core ML take int32
+INTEGER_INPUT_DTYPE = {"onnx": "int64", "tflite": "int32", "coreml": "int32"}
+Saved = tuple[Path, Path, Foreign]
+
+
+def spec_for(scheme: str, samples: Path) -> QuantSpec:
+    """The scheme as a QuantSpec; static int8 is calibrated on every sample input of the model."""
+    if QuantSpec.parse(scheme).needs_calibration:
+        return QuantSpec.parse(scheme, calib_source=str(samples), calib_samples=SAMPLES)
+    return QuantSpec.parse(scheme)
+
+
+def formats_for(scheme: str) -> list[str]:
+    """Every registered format that writes ``scheme`` (asked of each converter, never listed here)."""
+    found = []
+    for fmt in CONVERTERS.names():
+        try:
+            CONVERTERS.get(fmt).check_precision(scheme)
+        except EdgekitError:
+            continue
+        found.append(fmt)
+    return found
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Saved]:
+    """model name → (its .pt2, its sample inputs .npz, the model), exported once per module."""
+    root, made = tmp_path_factory.mktemp("foreign"), {}
+
+    def get(name: str) -> Saved:
+        if name not in made:
+            made[name] = save_foreign(name, root / name)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def converted(saved, tmp_path_factory) -> Callable[[str, str], edgekit.Bundle]:
+    """(model, scheme) → the bundle of every format that writes the scheme, converted once. An exception of
+    ``edgekit.convert`` is kept and fails each of that conversion's cells (a format's failure must not raise)."""
+    made: dict[tuple[str, str], edgekit.Bundle | Exception] = {}
+
+    def get(name: str, scheme: str) -> edgekit.Bundle:
+        if (name, scheme) not in made:
+            pt2, npz, _ = saved(name)
+            out = tmp_path_factory.mktemp(f"{name}_{scheme}") / "bundle"
+            try:
+                made[name, scheme] = edgekit.convert(pt2, to=formats_for(scheme), quant=spec_for(scheme, npz),
+                                                     out=out, sample_inputs=npz)
+            except Exception as exc:  # noqa: BLE001 - recorded, and reported by every cell of this conversion
+                made[name, scheme] = exc
+        found = made[name, scheme]
+        if isinstance(found, Exception):
+            pytest.fail(f"edgekit.convert({name}, {scheme}) raised {type(found).__name__}: {found}")
+        return found
+
+    return get
+
+
+def entry_of(bundle: edgekit.Bundle, fmt: str) -> dict:
+    """The bundle's one manifest entry of ``fmt``."""
+    entries = [e for e in bundle.manifest.to_dict()["artifacts"] if e["format"] == fmt]
+    assert len(entries) == 1, f"{fmt}: {len(entries)} manifest entries, expected 1: {entries}"
+    return entries[0]
+
+
+def cells() -> list:
+    return [pytest.param(name, scheme, fmt, id=f"{name}-{scheme}-{fmt}")
+            for name in FOREIGN_MODELS for scheme in SCHEMES for fmt in CONVERTERS.names()]
+
+
+@pytest.mark.parametrize("name, scheme, fmt", cells())
+def test_foreign_model_converts_and_verifies(name: str, scheme: str, fmt: str, saved, converted) -> None:
+    if fmt not in formats_for(scheme):
+        pytest.skip(f"the {fmt} converter declares {scheme} unsupported")
+    entry = entry_of(converted(name, scheme), fmt)
+    assert entry["status"] == "verified", f"{name} {scheme} {fmt}: {entry['status']}: {entry['error']}"
+    check = entry["verification"]
+    assert check["status"] == "passed", check
+    assert check["inputs"] == SAMPLES, f"verified on {check['inputs']} inputs ({check.get('input_source')}), " \
+                                       f"expected the model's {SAMPLES} sample inputs"
+    assert entry["precision"] == QuantSpec.parse(scheme).tag
+    recorded = check["quantization"]["spec"]
+    assert recorded["scheme"] == scheme
+    if scheme == "int8":  # calibrated on the model's own samples, as the manifest records
+        assert Path(recorded["calib_source"]).name == saved(name)[1].name, recorded
+
+
+@pytest.mark.parametrize("fmt", CONVERTERS.names())
+@pytest.mark.parametrize("name", list(FOREIGN_MODELS))
+def test_manifest_carries_the_model_inputs_and_outputs(name: str, fmt: str, saved, converted) -> None:
+    """Inputs named as the model names them, at batch 1, with the format's dtype for integer inputs; the dict
+    model's outputs named by their keys, in order."""
+    _, _, model = saved(name)
+    entry = entry_of(converted(name, "fp32"), fmt)
+    assert entry["status"] == "verified", f"{name} fp32 {fmt}: {entry['error']}"
+    inputs = entry["inputs"]
+    assert [t["name"] for t in inputs] == list(model.input_names), inputs
+    for tensor, (input_name, samples) in zip(inputs, model.samples.items()):
+        assert tensor["shape"] == [1, *samples.shape[1:]], (input_name, tensor)
+        want = INTEGER_INPUT_DTYPE[fmt] if np.issubdtype(samples.dtype, np.integer) else "float32"
+        assert tensor["dtype"] == want, (input_name, tensor)
+    if name in DICT_OUTPUTS:
+        assert [t["name"] for t in entry["outputs"]] == list(DICT_OUTPUTS[name]), entry["outputs"]
+    else:
+        assert len(entry["outputs"]) == 1, entry["outputs"]
+
+
+def test_foreign_models_are_deterministic_and_meaningful() -> None:
+    """Two builds give the same outputs; outputs differ between samples (no degenerate constant reference);
+    sample inputs are valid: token ids below the vocabulary, 0/1 masks with trailing padding."""
+    import torch
+
+    for name, build in FOREIGN_MODELS.items():
+        first, second = build(), build()
+        batch = tuple(torch.from_numpy(a[:4]) for a in first.samples.values())
+        with torch.no_grad():
+            a, b = _flat(first.module(*batch)), _flat(second.module(*batch))
+        assert all(torch.equal(x, y) for x, y in zip(a, b)), name
+        for out in a:
+            assert torch.isfinite(out).all(), name
+            spread = (out - out[:1]).abs().amax()
+            assert spread > 1e-3 * max(float(out.abs().amax()), 1e-3), f"{name}: same output for every sample"
+        for key, values in first.samples.items():
+            assert values.shape[0] == SAMPLES, (name, key)
+            if key == "attention_mask":
+                assert set(np.unique(values)) == {0, 1} and (np.diff(values, axis=1) <= 0).all(), name
+            elif np.issubdtype(values.dtype, np.integer):
+                vocab = first.module.model.config.vocab_size
+                assert 0 <= values.min() and values.max() < vocab, name
+
+
+def test_the_large_valued_model_has_large_values() -> None:
+    """The dict model's boxes are pixel coordinates in 175–523, beside O(1) scores."""
+    import torch
+
+    model = FOREIGN_MODELS["boxes"]()
+    with torch.no_grad():
+        out = model.module(torch.from_numpy(model.samples["pixel_values"]))
+    assert list(out) == list(DICT_OUTPUTS["boxes"])
+    boxes = out["boxes"]
+    assert float(boxes.min()) >= 175 and float(boxes.max()) <= 523 and float(boxes.mean()) > 200, boxes
+    assert float(out["scores"].abs().max()) < 20
+
+
+def _flat(out: object) -> list:
+    return list(out.values()) if isinstance(out, dict) else [out]
