@@ -1,7 +1,8 @@
 """Models nobody here wrote × format × scheme: does each convert and verify, and how long does it take.
 
     python benchmarks/foreign_models.py [--models bert,vit,...] [--schemes fp32,int8,int8-weight]
-                                        [--formats onnx,tflite,coreml] [--out benchmarks/results/foreign_models.json]
+                                        [--formats onnx,tflite,coreml] [--threads 1]
+                                        [--out benchmarks/results/foreign_models.json]
 
 The models are tests/foreign_models.py's (transformers' classes with tiny random configs, no downloads), each
 saved as a .pt2 with its sample inputs as an .npz keyed by input name. Every cell is its own
@@ -20,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 import edgekit
 
@@ -42,11 +45,12 @@ def supports(fmt: str, scheme: str) -> bool:
     return True
 
 
-def cell(pt2: Path, npz: Path, fmt: str, scheme: str, out: Path) -> dict[str, Any]:
+def cell(pt2: Path, npz: Path, fmt: str, scheme: str, out: Path, threads: int) -> dict[str, Any]:
     """Convert ``pt2`` to one format at one scheme; what happened and how long it took."""
     start = time.perf_counter_ns()
     try:
-        bundle = edgekit.convert(pt2, to=[fmt], quant=spec_for(scheme, npz), out=out, sample_inputs=npz)
+        bundle = edgekit.convert(pt2, to=[fmt], quant=spec_for(scheme, npz), out=out, sample_inputs=npz,
+                                 threads=threads)
     except Exception as exc:  # noqa: BLE001 - a benchmark records every outcome
         return {"status": "raised", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                 "seconds": (time.perf_counter_ns() - start) / 1e9}
@@ -60,7 +64,8 @@ def cell(pt2: Path, npz: Path, fmt: str, scheme: str, out: Path) -> dict[str, An
             "method": check.get("method"), "inputs": check.get("inputs")}
 
 
-def run(models: list[str], schemes: list[str], formats: list[str], work: Path) -> list[dict[str, Any]]:
+def run(models: list[str], schemes: list[str], formats: list[str], work: Path,
+        threads: int) -> list[dict[str, Any]]:
     rows = []
     for name in models:
         pt2, npz, _ = save_foreign(name, work / name)
@@ -68,7 +73,7 @@ def run(models: list[str], schemes: list[str], formats: list[str], work: Path) -
             for fmt in formats:
                 if not supports(fmt, scheme):
                     continue
-                result = cell(pt2, npz, fmt, scheme, work / name / f"{scheme}_{fmt}")
+                result = cell(pt2, npz, fmt, scheme, work / name / f"{scheme}_{fmt}", threads)
                 rows.append({"model": name, "format": fmt, "scheme": scheme, **result})
                 print_row(rows[-1])
     return rows
@@ -86,15 +91,19 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(FOREIGN_MODELS))
     parser.add_argument("--schemes", default="fp32,int8,int8-weight")
     parser.add_argument("--formats", default=",".join(edgekit.CONVERTERS.names()))
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch's and the runtimes' threads")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "foreign_models.json")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as work:
-        rows = run(args.models.split(","), args.schemes.split(","), args.formats.split(","), Path(work))
+        rows = run(args.models.split(","), args.schemes.split(","), args.formats.split(","), Path(work),
+                   args.threads)
     verified = sum(r["status"] == "verified" for r in rows)
     print(f"{verified}/{len(rows)} verified, {sum(r['seconds'] for r in rows):.0f}s in all")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.platform(), "python": platform.python_version(),
-                                    "edgekit": edgekit.__version__, "rows": rows}, indent=1) + "\n")
+                                    "edgekit": edgekit.__version__,
+                                    "threads": args.threads, "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -190,33 +190,73 @@ def register_converter(name: str) -> Callable[[type[Converter]], type[Converter]
     return add
 
 
-_OP_PATTERNS = (
-    re.compile(r"(aten\.[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)"),
-    re.compile(r"Torch `(\w+)` op"),
-    re.compile(r"converting '(\w+)' op"),
+# messages in which a converter says it has no conversion for an operator (litert-torch, torch.onnx, coremltools)
+_UNSUPPORTED_PATTERNS = (
     re.compile(r"Lowering not found: ([\w.]+)"),
+    re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)', overload='(\w+)'\)>"),
+    re.compile(r"Torch `(\w+)` op"),
+    re.compile(r"convert function for op '(\w+)' not implemented"),
 )
+_ATEN_OP = re.compile(r"(aten\.[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Where a converter failed, read from its exception."""
+
+    op: str | None  # the operator it was converting (``aten.add.Tensor``), if found
+    target: Any  # that operator's torch.fx target, when it came from a graph node
+    step: str | None  # the converter's step that raised (a pass class, a function), when known
+    message: str  # the library's own message: ``AssertionError: <first line>`` of the root cause
+    unsupported: bool  # the library said it has no conversion for ``op``
+
+
+def diagnose(exc: BaseException) -> Failure:
+    """Read a converter's exception: the operator the library says it cannot convert, else the innermost
+    torch.fx node being processed in the traceback (and the step processing it), else an ATen op name in
+    the messages; with the root cause's own message."""
+    chain = _chain(exc)
+    message = _message(chain[-1])
+    for err in chain:
+        for pattern in _UNSUPPORTED_PATTERNS:
+            match = pattern.search(str(err))
+            if match:
+                return Failure(".".join(g for g in match.groups() if g), None, None, message, True)
+    for err in reversed(chain):
+        for frame, _ in reversed(list(traceback.walk_tb(err.__traceback__))):
+            node = frame.f_locals.get("node")
+            if isinstance(node, torch.fx.Node) and node.op == "call_function":
+                return Failure(str(node.target), node.target, _step(frame), message, False)
+    for err in chain:
+        match = _ATEN_OP.search(str(err))
+        if match:
+            return Failure(match.group(1), None, None, message, False)
+    return Failure(None, None, None, message, False)
 
 
 def failing_op(exc: BaseException) -> str | None:
-    """The operator a converter was lowering when ``exc`` was raised, if it can be found.
+    """The operator a converter was lowering when ``exc`` was raised, if it can be found (``diagnose``)."""
+    return diagnose(exc).op
 
-    First the innermost torch.fx node in the traceback's frames, then op names in the messages.
-    """
-    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
-        node = frame.f_locals.get("node")
-        if isinstance(node, torch.fx.Node) and node.op == "call_function":
-            return str(node.target)
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first (an implicit context only where not suppressed)."""
     chain: list[BaseException] = []
     while exc is not None and exc not in chain:
         chain.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    for err in chain:
-        for pattern in _OP_PATTERNS:
-            match = pattern.search(str(err))
-            if match:
-                return match.group(1)
-    return None
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)  # type: ignore[assignment]
+    return chain
+
+
+def _message(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else "(no message)"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _step(frame: Any) -> str | None:
+    owner = frame.f_locals.get("self")
+    return type(owner).__name__ if owner is not None else frame.f_code.co_name
 
 
 # a full disk, a quota, a read-only or forbidden folder: the write failed, not the conversion
@@ -230,12 +270,25 @@ def raise_if_disk_error(exc: BaseException) -> None:
         raise exc
 
 
-def conversion_error(fmt: str, exc: BaseException) -> EdgekitError:
-    """Turn a converter's exception into a one-line error naming the operator when possible
-    (an OSError of writing is re-raised as itself, see ``raise_if_disk_error``)."""
+def conversion_error(fmt: str, exc: BaseException, *, convertible: Callable[[Any], bool] | None = None,
+                     unconvertible: Callable[[], str | None] | None = None) -> EdgekitError:
+    """Turn a converter's exception into a one-line error naming the operator where it failed and the
+    library's own message (an OSError of writing is re-raised as itself, see ``raise_if_disk_error``).
+
+    It is an ``UnsupportedOpError`` only when the operator has no conversion: the library says so, or
+    ``convertible(target)`` (the format's lookup) is False. A failure at an operator that has one says
+    "conversion failed at <op>" instead. ``unconvertible()``: an operator of the model without a conversion
+    (or None), asked for and blamed only when the exception names no operator at all."""
     raise_if_disk_error(exc)
-    op = failing_op(exc)
-    if op:
-        return UnsupportedOpError(op, fmt)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return EdgekitError(f"{fmt} conversion failed: {type(exc).__name__}: {first}")
+    found = diagnose(exc)
+    if found.op and (found.unsupported or (found.target is not None and convertible is not None
+                                           and not convertible(found.target))):
+        return UnsupportedOpError(found.op, fmt, found.message)
+    if found.op:
+        where = f" (in {found.step})" if found.step else ""
+        return EdgekitError(f"{fmt} conversion failed at {found.op}{where}: {found.message}")
+    missing = unconvertible() if unconvertible is not None else None
+    if missing:
+        return UnsupportedOpError(missing, fmt, f"it has no {fmt} conversion; the converter raised "
+                                                      f"{found.message}")
+    return EdgekitError(f"{fmt} conversion failed: {found.message}")

@@ -381,6 +381,32 @@ def test_op_without_kernel_cannot_verify_never_passes() -> None:
     assert "\n" not in str(err.value)
 
 
+def test_artifact_needing_a_missing_kernel_is_kept_as_not_run(tmp_path: Path) -> None:
+    """A conversion whose program has an op without a kernel (nearest upsampling, until one is written) is
+    kept and reported "not run: <reason>", not deleted as failed."""
+    from edgekit.artifact import Manifest
+    from edgekit.conversion import convert_one
+    from edgekit.converters import CONVERTERS, ModelSource
+    from edgekit.quant import QuantSpec
+    from edgekit.quant.plan import QuantPlan
+    from edgekit.sources import reference_for
+
+    class Upsample(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+    source = ModelSource("up", Upsample().eval(), (torch.randn(1, 2, 4, 4),), ("x",), ("y",), "0" * 64, "test", "pt2")
+    entry = convert_one(CONVERTERS.get("coreml"), source, tmp_path, Manifest("up", {}, None, None, {}),
+                        reference_for(source), QuantPlan(QuantSpec.parse("fp32")), threads=1)
+    status = entry.verification["status"]
+    assert status.startswith("not run: ") and "no kernel for upsample_nearest_neighbor" in status, status
+    assert entry.status != "failed" and (tmp_path / entry.file).is_dir()
+
+
 def test_inputs_are_checked(converted) -> None:
     path, _, name, _ = converted("cnn", "fp32")
     run = MilEvaluator(path)
@@ -390,6 +416,20 @@ def test_inputs_are_checked(converted) -> None:
         run({"pixels": np.zeros((1, 1, 32, 32), np.float32)})
     with pytest.raises(MilEvaluationError, match="not an .mlpackage"):
         load_program(path / "missing.mlpackage")
+
+
+def test_integer_inputs_are_cast_to_the_declared_int32() -> None:
+    """Core ML stores int64 token ids as int32: int64 arrays are accepted when they fit, refused when not."""
+    table = np.arange(40, dtype=np.float32).reshape(10, 4) * 0.5
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3), dtype=types.int32)], opset_version=ct.target.iOS17)
+    def prog(ids):
+        return mb.gather(x=table, indices=ids, axis=0)
+
+    ids = np.array([[7, 0, 3]], np.int64)
+    np.testing.assert_array_equal(_eval_single(prog, ids=ids), table[ids])
+    with pytest.raises(MilEvaluationError, match=r"input 'ids' holds values in \[0, 4294967296\]; the program stores it as int32"):
+        evaluate(prog, {"ids": np.array([[0, 1, 2**32]], np.int64)})
 
 
 # --- kernels against PyTorch, on programs built directly -----------------------------------

@@ -187,17 +187,22 @@ class TinyTokenModel(nn.Module):
         return self.head(pooled), steps
 
 
-def test_token_model_converts_with_names_int32_inputs_and_parity(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def token_package(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module, list[str]]:
+    """TinyTokenModel through the Core ML converter: (package, model, the rewrites it reported)."""
     tokens = torch.randint(0, 50, (1, 12), generator=torch.Generator().manual_seed(2))
-    mask = torch.ones(1, 12, dtype=torch.long)
     model = TinyTokenModel().eval()
-    source = ModelSource("tiny", model, (tokens, mask), ("input_ids", "attention_mask"), ("logits", "steps"),
-                         sha256="0" * 64, origin="test", kind="pt2")
-    conv = CONVERTERS.get("coreml")
-    path = tmp_path / "tiny.mlpackage"
-    done = conv.export(source, path, "fp32", {})
+    source = ModelSource("tiny", model, (tokens, torch.ones(1, 12, dtype=torch.long)), ("input_ids", "attention_mask"),
+                         ("logits", "steps"), sha256="0" * 64, origin="test", kind="pt2")
+    path = tmp_path_factory.mktemp("tokens") / "tiny.mlpackage"
+    return path, model, CONVERTERS.get("coreml").export(source, path, "fp32", {})
+
+
+def test_token_model_converts_with_names_int32_inputs_and_parity(token_package) -> None:
+    path, model, done = token_package
     assert done == ["aten.__and__.Tensor → logical_and (1×)", "aten.alias.default → identity (1×)",
                     "aten.diff.default → slice + sub + concat (1×)", "aten.new_ones.default → full (1×)"]
+    conv = CONVERTERS.get("coreml")
     info = conv.inspect(path)
     assert [(t.name, t.dtype) for t in info.inputs] == [("input_ids", "int32"), ("attention_mask", "int32")]
     assert [t.name for t in info.outputs] == ["logits", "steps"]
@@ -212,3 +217,31 @@ def test_token_model_converts_with_names_int32_inputs_and_parity(tmp_path: Path)
         np.testing.assert_allclose(got_logits, logits.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(got_steps, steps.numpy())
         assert got_steps.sum() == 12 - padded
+
+
+def test_macos_runner_feeds_the_declared_dtypes(token_package, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Core ML's predict gets int32 token ids (as the model declares them) even when given int64."""
+    path, *_ = token_package
+    fed: list[dict[str, np.ndarray]] = []
+
+    class RecordingModel:  # stands in for ct.models.MLModel, which predicts on macOS only
+        def __init__(self, where: str, **_: object) -> None:
+            self.real = ct.models.MLModel(where, skip_model_load=True)
+
+        def get_spec(self):
+            return self.real.get_spec()
+
+        def predict(self, feed: dict[str, np.ndarray], state: object = None) -> dict[str, np.ndarray]:
+            fed.append(feed)
+            return {"logits": np.zeros((1, 3), np.float32), "steps": np.zeros((1, 12), np.int32)}
+
+    real_model = ct.models.MLModel
+    monkeypatch.setattr("sys.platform", "darwin")
+    monkeypatch.setattr(ct.models, "MLModel", lambda where, **kw: RecordingModel(where) if kw.get("compute_units")
+                        else real_model(where, **kw))
+    run = CONVERTERS.get("coreml").runner(path, threads=1)
+    ids, mask = np.arange(12, dtype=np.int64)[None], np.ones((1, 12), np.int64)
+    outputs = run([ids, mask])
+    assert [o.shape for o in outputs] == [(1, 3), (1, 12)]
+    assert {n: a.dtype for n, a in fed[0].items()} == {"input_ids": np.int32, "attention_mask": np.int32}
+    np.testing.assert_array_equal(fed[0]["input_ids"], ids)

@@ -35,6 +35,15 @@ class TinyConv(nn.Module):
         return self.head(torch.relu(self.conv(pixel_values)).mean((2, 3)))  # (B, 4)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """PyTorch on one thread while this module runs (a shared 2-core machine thrashes with two per process)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_pt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.random.fork_rng():
@@ -106,7 +115,7 @@ def test_a_failing_format_is_a_recorded_row(fmt: str, stage: str, tiny_pt2: Path
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     inject(monkeypatch, fmt, stage)
     out = tmp_path / "bundle"
-    bundle = edgekit.convert(tiny_pt2, to=CONVERTERS.names(), out=out)  # must not raise
+    bundle = edgekit.convert(tiny_pt2, to=CONVERTERS.names(), out=out, threads=1)  # must not raise
     entries = manifest_entries(out)
     assert sorted(entries) == sorted(CONVERTERS.names()), entries
     check_failed(out, entries[fmt], fmt, stage)
@@ -125,7 +134,7 @@ def test_a_later_failure_keeps_the_earlier_artifact_and_the_manifest(tiny_pt2: P
         pytest.skip(f"needs the formats {order}; registered: {CONVERTERS.names()}")
     inject(monkeypatch, "tflite", "verify")
     out = tmp_path / "bundle"
-    edgekit.convert(tiny_pt2, to=order, out=out)
+    edgekit.convert(tiny_pt2, to=order, out=out, threads=1)
     entries = manifest_entries(out)
     check_verified(out, entries["onnx"])
     check_failed(out, entries["tflite"], "tflite", "verify")

@@ -4,14 +4,16 @@ Models from other libraries (transformers' BERT, DistilBERT, Llama, Mamba, Mamba
 that coremltools 9 has no converter for, although each has an exact equivalent it does convert:
 ``aten.alias`` is an identity, ``aten.diff`` a slice and a subtract, ``aten.new_ones`` a ``full``,
 ``aten.__and__``/``__or__`` of bool masks a logical and/or (coremltools' name lookup strips the
-underscores only before the namespace, so it never finds its own ``and`` converter).
+underscores only before the namespace, so it never finds its own ``and`` converter), and a ``cumsum``
+along dim -2 (Mamba-2) the same cumsum with the dim counted from the front (MIL's takes -1 … rank-1).
 
-Each rewrite is registered for one op with ``@rewrite(op)``: a ``check(node)`` that returns what the op
-becomes (or raises ``UnsupportedOpError`` naming the variant it cannot rewrite exactly) and a
-decomposition written with torch ops. ``apply_rewrites`` runs torch.export's own
-``ExportedProgram.run_decompositions`` with those decompositions, so the rewritten program is retraced
-by torch (shapes, dtypes and the graph signature stay consistent) and computes bit for bit what the
-original computes.
+Each rewrite is registered for one op with ``@rewrite(op, check)``: ``check(node)`` returns what the op
+becomes (or raises ``UnsupportedOpError`` naming the variant it cannot rewrite exactly), and the decorated
+function is either a decomposition written with torch ops or (``edits=True``) an in-place edit of the
+node's arguments. The ops live in the program after ``run_decompositions({})`` (which ``ct.convert``
+needs anyway), so ``apply_rewrites`` looks for them there; decompositions go through torch.export's own
+``ExportedProgram.run_decompositions``, so the rewritten program is retraced by torch (shapes, dtypes and
+the graph signature stay consistent) and computes bit for bit what the original computes.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ class Rewrite:
     written with torch ops (traced by torch for every node of the op, so its ``check`` never returns None),
     or ``edit(node)``, which changes the node's own arguments in place (a fix that keeps the op)."""
 
+    op: Any  # the torch OpOverload, e.g. torch.ops.aten.diff.default
     check: Callable[[torch.fx.Node], str | None]
     decompose: Callable[..., Any] | None = None
     edit: Callable[[torch.fx.Node], None] | None = None
 
 
 REWRITES: Registry[Rewrite] = Registry("Core ML rewrite")  # keyed by op name, e.g. "aten.diff.default"
-_OPS: dict[str, Any] = {}  # op name → the OpOverload run_decompositions is given
 
 
 def rewrite(op: Any, check: Callable[[torch.fx.Node], str | None] | str,
@@ -56,8 +58,7 @@ def rewrite(op: Any, check: Callable[[torch.fx.Node], str | None] | str,
     checker = check if callable(check) else (lambda node, text=check: text)
 
     def add(fn: Callable[..., Any]) -> Callable[..., Any]:
-        REWRITES.register(str(op))(Rewrite(checker, edit=fn) if edits else Rewrite(checker, decompose=fn))
-        _OPS[str(op)] = op
+        REWRITES.register(str(op))(Rewrite(op, checker, edit=fn) if edits else Rewrite(op, checker, decompose=fn))
         return fn
 
     return add
@@ -78,7 +79,7 @@ def apply_rewrites(program: ExportedProgram) -> tuple[ExportedProgram, list[str]
         if how.edit is not None:
             how.edit(node)
         else:
-            decompose[_OPS[str(node.target)]] = how.decompose
+            decompose[how.op] = how.decompose
     if not found:
         return program, []
     program.graph_module.recompile()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,12 @@ from edgekit.converters.tflite.flatbuffer import pack_model
 from edgekit.converters.tflite.weights import quantize_weights
 from edgekit.converters.base import (
     ArtifactInfo, Converter, ModelSource, Runner, RunnerUnavailable, Switcher, TensorInfo, Written, conversion_error,
-    raise_if_disk_error, register_converter,
+    register_converter,
 )
 from edgekit.converters.tflite.adapters import signature_model, signature_runner, signature_switcher
+from edgekit.converters.tflite.rewrites import private_dequantize
 from edgekit.converters.tflite.tensors import IONames, feed_value, name_io, signature_order
-from edgekit.errors import EdgekitError, UnsupportedOpError, require
+from edgekit.errors import EdgekitError, require
 from edgekit.graph import NamedGraph
 from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
 
@@ -39,19 +40,20 @@ class TFLiteConverter(Converter):
     multi_graph_schemes = ("fp32", "int8-weight", "int4-weight")
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
-               *, prepared: Any = None) -> None:
+               *, prepared: Any = None) -> list[str]:
         spec = QuantSpec.parse(quant)
         write = QUANT.get(spec)
         try:
             with quiet():
-                write(source, spec, prepared).export(str(path))
+                model = write(source, spec, prepared)
+                model.export(str(path))
         except EdgekitError:
             raise
         except Exception as exc:
-            raise_if_disk_error(exc)
-            op = _first_unlowered_op(source)
-            raise (UnsupportedOpError(op, self.name) if op else conversion_error(self.name, exc)) from exc
+            raise conversion_error(self.name, exc, convertible=_lowerable,
+                                   unconvertible=lambda: _first_unlowered_op(source)) from exc
         embed_metadata(path, metadata, {_default_signature(): (source.input_names, source.output_names)})
+        return list(model.changes)
 
     def inspect(self, path: Path) -> ArtifactInfo:
         interpreter = _load_interpreter(path, threads=1)
@@ -75,7 +77,7 @@ class TFLiteConverter(Converter):
         except EdgekitError:
             raise
         except Exception as exc:
-            raise conversion_error(self.name, exc) from exc
+            raise conversion_error(self.name, exc, convertible=_lowerable) from exc
         embed_metadata(path, metadata, {g.name: (g.source.input_names, g.source.output_names) for g in graphs})
         return Written({g.name: {"signature": g.name} for g in graphs})
 
@@ -108,6 +110,7 @@ class Flatbuffer:
     LiteRT's own file writer, which ends the whole process."""
 
     model: Any  # litert_torch's converted model
+    changes: list[str] = field(default_factory=list)  # what was done to the graph before converting it
 
     def export(self, path: str) -> None:
         write_flatbuffer(self.model, Path(path))
@@ -137,6 +140,10 @@ class WeightOnly:
     model: Any
     spec: QuantSpec
 
+    @property
+    def changes(self) -> list[str]:
+        return list(getattr(self.model, "changes", []))
+
     def export(self, path: str) -> None:
         self.model.export(path)
         quantize_weights(Path(path), self.spec)
@@ -155,8 +162,9 @@ def _int8_pt2e(source: ModelSource, spec: QuantSpec, prepared: Any):
     if prepared is None:
         raise EdgekitError(f"tflite {spec.tag} export needs a prepared PT2E graph (edgekit.quant.plan_quantization)")
     graph = prepared.converted(fold_quantize=False)
+    changes = private_dequantize(graph)
     return Flatbuffer(litert_torch.convert(graph, source.example_inputs,
-                                           quant_config=QuantConfig(pt2e_quantizer=prepared.quantizer)))
+                                           quant_config=QuantConfig(pt2e_quantizer=prepared.quantizer)), changes)
 
 
 def embed_metadata(path: Path, metadata: dict[str, Any], names: dict[str, IONames] | None = None) -> None:
@@ -252,6 +260,13 @@ def _from_output(detail: dict, value: np.ndarray) -> np.ndarray:
     if np.dtype(detail["dtype"]).kind not in "iu" or not scale:
         return value
     return ((value.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def _lowerable(target: Any) -> bool:
+    """False only for a core-ATen operator that litert-torch has no lowering for."""
+    import torch
+
+    return not isinstance(target, torch._ops.OpOverload) or has_lowering(target)
 
 
 def _first_unlowered_op(source: ModelSource) -> str | None:

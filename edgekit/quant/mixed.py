@@ -24,10 +24,11 @@ Sample = tuple[torch.Tensor, ...]
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Held-out inputs with labels (or the float model's own top-1 when there are none)."""
+    """Held-out inputs with labels (or the float model's own top-1 when there are none). A sample's label is
+    one class, or one per row of the first output's last axis (a sequence model's positions)."""
 
     samples: tuple[Sample, ...]
-    labels: tuple[int, ...]
+    labels: tuple[int | torch.Tensor, ...]
     description: str
 
 
@@ -60,15 +61,25 @@ def eval_set_for(source: ModelSource, calib: CalibrationData) -> EvalSet:
         inputs, labels, name = split
         return EvalSet(tuple((x[None],) for x in inputs), tuple(int(y) for y in labels), f"{name} ({len(labels)})")
     reference = export_graph(source)
-    labels = tuple(int(_first(reference(*s)).argmax()) for s in calib.samples)
+    labels = tuple(_top1(reference(*s)) for s in calib.samples)
     return EvalSet(tuple(calib.samples), labels, f"{calib.description}, float top-1 as labels")
 
 
 @torch.no_grad()
 def accuracy(gm: torch.fx.GraphModule, data: EvalSet) -> float:
-    """Top-1 accuracy of a batch-1 graph over the evaluation set."""
-    hits = sum(int(_first(gm(*s)).argmax()) == y for s, y in zip(data.samples, data.labels))
-    return hits / max(1, len(data.samples))
+    """Top-1 accuracy of a batch-1 graph over the evaluation set (over every row of a sequence's output)."""
+    hits = rows = 0
+    for sample, label in zip(data.samples, data.labels):
+        found = _top1(gm(*sample))
+        hits += int((found == torch.as_tensor(label).reshape(-1)).sum())
+        rows += found.numel()
+    return hits / max(1, rows)
+
+
+def _top1(out: Any) -> torch.Tensor:
+    """The arg-max class of each row of the first output's last axis (one row for a classifier)."""
+    first = _first(out)
+    return first.reshape(-1, first.shape[-1]).argmax(-1)
 
 
 @torch.no_grad()

@@ -112,7 +112,7 @@ class _Survey:
         if finite.size:
             self.scale = max(self.scale, float(np.abs(finite).max()))
             self.low, self.high = min(self.low, float(finite.min())), max(self.high, float(finite.max()))
-        if y.ndim and y.shape[-1] > 1 and not self.non_finite:
+        if y.size and y.ndim and y.shape[-1] > 1 and not self.non_finite:
             self.row_spread = max(self.row_spread, float(np.ptp(y.reshape(-1, y.shape[-1]), axis=-1).max()))
 
     def degenerate(self, name: str) -> str | None:

@@ -156,6 +156,16 @@ class _Step:
             env[spec.name] = value
 
 
+def _check_integer_range(name: str, value: np.ndarray, spec: VarSpec) -> None:
+    """An integer input must fit the integer type the program declares (Core ML inputs: int32)."""
+    if value.dtype.kind not in "iu" or spec.dtype is None or spec.dtype.kind not in "iu" or not value.size:
+        return
+    info = np.iinfo(spec.dtype)
+    if value.min() < info.min or value.max() > info.max:
+        raise MilEvaluationError(f"input {name!r} holds values in [{value.min()}, {value.max()}]; the program "
+                                 f"stores it as {spec.dtype} ([{info.min}, {info.max}])")
+
+
 class MilEvaluator:
     """A reusable plan for one function of a MIL program: weights decoded once, ops in order.
 
@@ -236,7 +246,8 @@ class MilEvaluator:
                     f"input {name!r} has shape {value.shape}; the program takes {spec.describe()} "
                     "(evaluate one sample at a time, or convert with a flexible dimension such as ct.RangeDim)"
                 )
-            env[name] = round_to_declared(value, spec)
+            _check_integer_range(name, value, spec)
+            env[name] = round_to_declared(value, spec)  # int64 token ids → the int32 Core ML stores
         self._bind_state(env, state)
         return env
 
