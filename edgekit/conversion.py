@@ -22,7 +22,7 @@ from edgekit.progress import progress_bar
 from edgekit.quant.plan import QuantPlan, plan_quantization
 from edgekit.quant.spec import QuantSpec
 from edgekit.verify.bundle import verify_artifact
-from edgekit.verify.parity import ReferenceData
+from edgekit.verify.parity import ReferenceData, failure_text
 from edgekit.verify.tolerances import Tolerance, tolerance_for
 from edgekit.versions import tool_versions
 
@@ -255,21 +255,6 @@ def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
                     _remove(path)
                 raise
     return entry
-
-
-def failure_text(fmt: str, v: dict[str, Any]) -> str:
-    if v.get("problems"):  # degenerate cases (NaN, no inputs, constant reference) fail whatever the numbers
-        return f"{fmt} artifact fails verification: {'; '.join(v['problems'])}"
-    tol = v["tolerance"]
-    allowed = "not checked" if tol["max_abs_diff"] is None else f"allowed {tol['max_abs_diff']:.3g}"
-    text = (f"{fmt} artifact disagrees with PyTorch: max |Δ| {v['max_abs_diff']:.3g} "
-            f"({allowed}), top-1 agreement {v['top1_agreement']:.2%} "
-            f"(required {tol['min_top1_agreement']:.2%})")
-    if tol.get("max_mean_kl_bits") is not None and v.get("accuracy") is None:
-        text += f" and mean KL {v['mean_kl_bits']:.3g} bits (allowed {tol['max_mean_kl_bits']:.3g})"
-    if tol.get("max_accuracy_drop") is not None and v.get("accuracy_drop") is not None:
-        text += f", accuracy drop {100 * v['accuracy_drop']:.2f} points (allowed {100 * tol['max_accuracy_drop']:.2f})"
-    return text
 
 
 def io_spec(source: ModelSource, reference: ReferenceData) -> tuple[list[dict], list[dict]]:

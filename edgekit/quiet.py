@@ -17,12 +17,19 @@ from typing import Iterator
 
 from edgekit.io import live_paths, live_writes
 
-_QUIET_LOGGERS = ("coremltools", "absl", "torch.onnx", "onnxscript", "litert_torch", "jax", "root")
+_QUIET_LOGGERS = ("coremltools", "absl", "torch.onnx", "onnxscript", "litert_torch", "jax", "root", "torchao",
+                  "torch.utils._pytree")
+# Python loggers that warn at import, wherever the import happens: coremltools (untested torch versions,
+# macOS-only libraries), torchao ("Failed to load … .so": CUDA kernels of no use on this machine), torch's
+# pytree (torchao registering an Enum as a constant). Native logging at import (absl's "log messages before
+# absl::InitializeLog()", oneDNN's notice from LiteRT's converter library) ignores TF_CPP_MIN_LOG_LEVEL: those
+# imports happen inside ``quiet()``.
+_IMPORT_TIME_LOGGERS = ("coremltools", "torchao", "torch.utils._pytree")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("GLOG_minloglevel", "3")
 if not os.environ.get("EDGEKIT_VERBOSE"):
-    # coremltools warns at import about untested torch versions and missing macOS-only libraries
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    for _name in _IMPORT_TIME_LOGGERS:
+        logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

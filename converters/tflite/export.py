@@ -246,7 +246,8 @@ def _signature_order(path: Path) -> dict[str, IONames]:
 
 def _default_signature() -> str:
     """The signature key litert-torch gives a model converted without a name (``serving_default``)."""
-    return require("litert_torch.model", "tflite").DEFAULT_SIGNATURE_NAME
+    with quiet():  # imported already by the conversion; quiet in case it was not (LiteRT logs at import)
+        return require("litert_torch.model", "tflite").DEFAULT_SIGNATURE_NAME
 
 
 def _tensor_info(detail: dict) -> TensorInfo:
@@ -274,7 +275,8 @@ def _first_unlowered_op(source: ModelSource) -> str | None:
     import torch
 
     try:
-        program = source.exported_program().run_decompositions()
+        with quiet():
+            program = source.exported_program().run_decompositions()
     except Exception:  # noqa: BLE001 - diagnosis only; the original error is reported otherwise
         return None
     for node in program.graph.nodes:

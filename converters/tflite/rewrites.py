@@ -31,4 +31,5 @@ def private_dequantize(gm: torch.fx.GraphModule) -> list[str]:
         return []
     gm.graph.lint()
     gm.recompile()
-    return [f"shared dequantize → one per user ({copies} copies; litert-torch's layout pass loses a shared one)"]
+    copies_text = "1 copy" if copies == 1 else f"{copies} copies"
+    return [f"shared dequantize → one per user ({copies_text}; litert-torch's layout pass loses a shared one)"]

@@ -95,13 +95,12 @@ def _tolerances(texts: Sequence[str] | None, sources: list[ModelSource]):
     """Per-output tolerance overrides parsed from ``--tolerance`` texts, checked against the model's outputs."""
     if not texts:
         return None
-    from edgekit.verify.tolerances import check_tolerance_outputs, parse_tolerances
+    from edgekit.verify.tolerances import check_output_names, parse_tolerances
 
     if isinstance(texts, str):
         texts = [texts]
     overrides = parse_tolerances(list(texts))
-    for source in sources:
-        check_tolerance_outputs(overrides, source.output_names)
+    check_output_names(overrides, [name for source in sources for name in source.output_names])
     return overrides
 
 

@@ -100,7 +100,7 @@ def _keep_conv1d_float(model: torch.fx.GraphModule) -> None:
             node.meta.pop("quantization_annotation", None)
 
 
-_CLAMPS = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)  # ReLU6 and other clamps
+_CLAMPS = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default, torch.ops.aten.relu6.default)  # ReLU6
 
 
 def _fuse_clamps(model: torch.fx.GraphModule) -> None:
