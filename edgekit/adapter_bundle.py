@@ -31,7 +31,7 @@ from edgekit.quant.plan import QuantPlan
 from edgekit.quant.spec import QuantSpec
 from edgekit.sources import graph_sources, load_source, reference_for
 from edgekit.verify.bundle import verify_artifact
-from edgekit.verify.parity import ReferenceData
+from edgekit.verify.parity import ReferenceData, failure_text
 from edgekit.verify.tolerances import tolerance_for
 from edgekit.verify.variants import combined
 
@@ -141,9 +141,7 @@ def package_one(conv: Converter, variants: list[Variant], bundle: Path, manifest
         entry.op_histogram = info.op_histogram
         results = {v.graph.name: verify_artifact(conv, staged, v.reference, tolerance, threads, v.graph.name)
                    for v in variants}
-        failed = ["; ".join([n, *r["problems"]]) if r.get("problems") else
-                  f"{n}: max |Δ| {r['max_abs_diff']:.3g}, top-1 {r['top1_agreement']:.2%}"
-                  for n, r in results.items() if r["status"] == "failed"]
+        failed = [f"{n}: {failure_text(conv.name, r)}" for n, r in results.items() if r["status"] == "failed"]
         if failed:
             raise EdgekitError(f"{conv.name} multi-adapter artifact disagrees with PyTorch ({'; '.join(failed)})")
         total = size_bytes(staged) + sum(size_bytes(f) for f in written.side_files)

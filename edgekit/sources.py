@@ -222,7 +222,7 @@ def reference_for(source: ModelSource, *, seed: int = 0, sample_inputs: str | Pa
     if sample_inputs is not None:
         samples = read_sample_inputs(sample_inputs, source)
         return reference_from_model(source.module, samples, None, f"{Path(sample_inputs).name} ({len(samples)})",
-                                    chunk=chunk)
+                                    chunk=chunk, output_names=source.output_names)
     if source.kind == "checkpoint":
         recipe = json.loads((Path(source.origin) / META).read_text()).get("recipe")
         if recipe:
@@ -231,7 +231,8 @@ def reference_for(source: ModelSource, *, seed: int = 0, sample_inputs: str | Pa
     samples = [_random_sample(source, gen) for _ in range(RANDOM_REFERENCE_SAMPLES)]
     integers = any(not x.is_floating_point() for x in source.example_inputs)
     what = "seeded random inputs (floats normal, integers in range)" if integers else "seeded random normal inputs"
-    return reference_from_model(source.module, samples, None, f"{what} ({len(samples)})", chunk=chunk)
+    return reference_from_model(source.module, samples, None, f"{what} ({len(samples)})", chunk=chunk,
+                                output_names=source.output_names)
 
 
 def _recipe_test_split(source: ModelSource, recipe: dict[str, Any]) -> ReferenceData:
@@ -243,7 +244,8 @@ def _recipe_test_split(source: ModelSource, recipe: dict[str, Any]) -> Reference
         samples = source.samples(data.test.inputs)
     labels = data.test.labels.numpy()[:len(samples)] if source.labelled else None
     where = f" → {source.graph}" if source.graph else ""
-    return reference_from_model(source.module, samples, labels, f"{data.name} test split{where} ({len(samples)})")
+    return reference_from_model(source.module, samples, labels, f"{data.name} test split{where} ({len(samples)})",
+                                output_names=source.output_names)
 
 
 def _random_sample(source: ModelSource, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -122,7 +122,8 @@ def test_an_unlabelled_int8_classifier_at_90_percent_top1_fails_kl_does_not_resc
     assert result["top1_agreement"] == pytest.approx(0.90) and result["mean_kl_bits"] < 1e-4
     assert result["status"] == "failed"
     assert "top-1 agreement 90.00% (required 98.00%)" in failure_text("onnx", result)
-    assert compare(_replay(_flip_rows(logits, 0.01)), _reference(logits), tolerance_for("int8"), "t")["status"] == "passed"
+    one_percent = compare(_replay(_flip_rows(logits, 0.01)), _reference(logits), tolerance_for("int8"), "t")
+    assert one_percent["status"] == "passed"
 
 
 def test_a_labelled_classifier_is_judged_by_its_accuracy_drop_too():
@@ -132,8 +133,8 @@ def test_a_labelled_classifier_is_judged_by_its_accuracy_drop_too():
     result = compare(_replay(flipped), _reference(logits, labels=labels), tolerance_for("int8"), "t")
     assert result["accuracy"] == pytest.approx(0.985) and result["accuracy_drop"] == pytest.approx(0.015)
     assert result["status"] == "failed" and "accuracy drop 1.50 points (allowed 1.00)" in failure_text("x", result)
-    assert compare(_replay(flipped), _reference(logits, labels=labels), tolerance_for(QuantSpec.parse("int8", budget_points=2)), "t")[
-        "status"] == "passed"
+    budget = tolerance_for(QuantSpec.parse("int8", budget_points=2))
+    assert compare(_replay(flipped), _reference(logits, labels=labels), budget, "t")["status"] == "passed"
 
 
 def test_next_token_logits_with_near_tie_flips_pass_int8_on_a_small_kl_and_fail_on_a_large_one():
@@ -167,7 +168,8 @@ def test_top1_agreement_counts_every_position_of_sequence_logits():
     ("logits", (1, 256), "single", "tokens"),  # a byte LM's step: one token in, next-token logits out
     ("logits", (1, 16, 128), "sequence", "tokens"), ("logits", (1, 16, 128), "none", "values"),
     ("pred_boxes", (1, 4), "none", "values"), ("last_hidden_state", (1, 32), "none", "values"),
-    ("pool_mean_out", (1, 8), "single", "values"), ("output", (1,), "none", "values"), ("scores", (1, 1), "none", "values"),
+    ("pool_mean_out", (1, 8), "single", "values"), ("output", (1,), "none", "values"),
+    ("scores", (1, 1), "none", "values"),
 ])
 def test_output_kind_follows_shape_name_and_token_inputs(name, shape, token_input, kind):
     assert output_kind(name, shape, token_input) == kind
@@ -246,6 +248,15 @@ def test_a_tolerance_override_is_applied_to_its_output_and_recorded():
     assert Tolerance.from_dict(json.loads(json.dumps(result["tolerance"]))) == tolerance  # round trip
 
 
+def test_a_named_override_on_reference_data_without_output_names_is_an_error_not_ignored():
+    logits = _logits(20)
+    with pytest.raises(EdgekitError, match="cannot apply --tolerance for logits: the reference data"):
+        compare(_replay(logits), _reference(logits), tolerance_for("fp32", parse_tolerances(["logits:rtol=1"])), "t")
+    loose = tolerance_for("fp32", parse_tolerances(["rtol=0.1,snr=20"]))
+    every = compare(_replay(logits * 1.01), _reference(logits), loose, "t")
+    assert every["status"] == "passed"  # an all-outputs override needs no names
+
+
 def test_an_override_sets_the_kind_and_a_named_override_beats_the_all_outputs_one():
     tolerance = tolerance_for("int8", parse_tolerances(["top1=0.5", "scores:top1=0.8,kind=values,snr=20"]))
     assert tolerance.criteria("logits", "logits").min_top1_agreement == 0.5
@@ -253,7 +264,7 @@ def test_an_override_sets_the_kind_and_a_named_override_beats_the_all_outputs_on
     assert (scores.kind, scores.min_top1_agreement, scores.min_snr_db) == ("values", None, 20.0)
     logits = _logits()
     ninety = _flip_rows(logits, 0.10)
-    assert compare(_replay(ninety), _reference(logits), tolerance, "t")["status"] == "passed"  # top1=0.5 for all
+    assert compare(_replay(ninety), _reference(logits, names=("logits",)), tolerance, "t")["status"] == "passed"
 
 
 def test_recorded_overrides_are_not_applied_unless_given_again():

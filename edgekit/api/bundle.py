@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from edgekit.api.bench import bench as bench_target
 from edgekit.artifact import ArtifactEntry, Manifest, load_manifest
@@ -100,11 +100,16 @@ class Bundle:
             raise EdgekitError(f"{self.path}: {problem}; not run")
         return CONVERTERS.get(entry.format).runner(bundle_path(self.path, entry.file), threads)
 
-    def verify(self, *, threads: int = 2, source: str | Path | None = None) -> VerifyReport:
-        """Re-check files against the manifest and re-run parity, as ``edgekit verify``."""
+    def verify(self, *, threads: int = 2, source: str | Path | None = None,
+               tolerance: Sequence[str] | None = None) -> VerifyReport:
+        """Re-check files against the manifest and re-run parity, as ``edgekit verify``; ``tolerance`` as its
+        ``--tolerance`` (a manifest's recorded overrides apply only when given again here)."""
         from edgekit.verify.bundle import verify_bundle
+        from edgekit.verify.tolerances import parse_tolerances
 
-        self.manifest, results, reference = verify_bundle(self.path, threads=threads, source=source)
+        overrides = parse_tolerances([tolerance] if isinstance(tolerance, str) else list(tolerance)) if tolerance else None
+        self.manifest, results, reference = verify_bundle(self.path, threads=threads, source=source,
+                                                          overrides=overrides)
         return VerifyReport(results, reference)
 
     def bench(self, *, threads: int | None = None, warmup: int | None = None, runs: int | None = None,

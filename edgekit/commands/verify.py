@@ -17,6 +17,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="the model the bundle was converted from (checkpoint folder or .pt2); its sha256 must be the "
                         "recorded one. Without it, the recorded source is used only when it lies outside the bundle "
                         "and is unchanged, else the bundle's golden files")
+    p.add_argument("--tolerance", action="append", default=[], metavar="[OUTPUT:]KEY=VALUE,...",
+                   help="parity tolerance per output, as for convert (the manifest's recorded ones apply only when "
+                        "given again here; a named output needs --source)")
     add_json_flag(p)
 
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import edgekit
 
     bundle = edgekit.Bundle.load(args.bundle)
-    report = bundle.verify(threads=args.threads, source=args.source)
+    report = bundle.verify(threads=args.threads, source=args.source, tolerance=args.tolerance or None)
     if args.json:
         print_json({"bundle": args.bundle, "reference": report.reference, "results": report.results})
     else:

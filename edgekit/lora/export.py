@@ -50,7 +50,8 @@ def reference_on(source: ModelSource, split: Split, description: str) -> Referen
     samples = source.samples(split.inputs) if source.samples else [(x[None],) for x in split.inputs]
     labels = split.labels.numpy()[:len(samples)] if source.labelled and split.labels.dim() == 1 else None
     where = f" → {source.graph}" if source.graph else ""
-    return reference_from_model(source.module, samples, labels, f"{description}{where} ({len(samples)})")
+    return reference_from_model(source.module, samples, labels, f"{description}{where} ({len(samples)})",
+                                output_names=source.output_names)
 
 
 def adapter_references(sources: list[ModelSource], adapter: Adapter, ckpt: Checkpoint) -> list[ReferenceData]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from edgekit.errors import CannotVerify, EdgekitError
 from edgekit.io import folder_holding, sha256_path
 from edgekit.sources import graph_sources, load_source, reference_for
 from edgekit.verify.parity import MIL_REFERENCE, ReferenceData, compare
-from edgekit.verify.tolerances import Tolerance, recorded_tolerance
+from edgekit.verify.tolerances import OutputTolerance, Tolerance, recorded_tolerance
 from edgekit.verify.variants import combined, side_file_problem
 
 
@@ -131,10 +131,11 @@ def golden_reference(bundle: Path, graph: str = "") -> ReferenceData:
                          [[a[i:i + 1] for a in outs] for i in range(n)], labels, f"{path.name} ({n})")
 
 
-def verify_bundle(bundle: str | Path, threads: int = 2,
-                  source: str | Path | None = None) -> tuple[Manifest, list[dict[str, Any]], str]:
+def verify_bundle(bundle: str | Path, threads: int = 2, source: str | Path | None = None,
+                  overrides: Mapping[str, OutputTolerance] | None = None) -> tuple[Manifest, list[dict[str, Any]], str]:
     """Per artifact: file present, sha256 as recorded, metadata embedded, parity within tolerance.
-    The third value says what the artifacts were compared with (and why not the source model)."""
+    ``overrides`` are the user's per-output tolerances (``--tolerance``; a manifest's recorded ones are never
+    applied on its word). The third value says what the artifacts were compared with (and why not the source)."""
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
     for entry in manifest.artifacts:  # refuse a hostile manifest before any work
@@ -150,7 +151,7 @@ def verify_bundle(bundle: str | Path, threads: int = 2,
             continue
         if entry.graph not in references:
             references[entry.graph] = reference_for_bundle(bundle, manifest, entry.graph, model)
-        results.append(_verify_entry(bundle, entry, references[entry.graph], threads))
+        results.append(_verify_entry(bundle, entry, references[entry.graph], threads, overrides))
     results += stray_rows(bundle, manifest)
     described = "; ".join(r.description for r in references.values())
     return manifest, results, described + (f" (PyTorch source not used: {why_not})" if why_not else "")
@@ -178,7 +179,8 @@ def stray_rows(bundle: Path, manifest: Manifest) -> list[dict[str, Any]]:
                        "by hand; the next convert removes .partial staging folders)"}]
 
 
-def _verify_entry(bundle: Path, entry: ArtifactEntry, reference: ReferenceData, threads: int) -> dict[str, Any]:
+def _verify_entry(bundle: Path, entry: ArtifactEntry, reference: ReferenceData, threads: int,
+                  overrides: Mapping[str, OutputTolerance] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"format": entry.format, "file": entry.file}
     problem = artifact_problem(bundle, entry)
     if problem:
@@ -190,7 +192,7 @@ def _verify_entry(bundle: Path, entry: ArtifactEntry, reference: ReferenceData, 
         if "edgekit" not in info.metadata:
             return out | {"status": "failed", "reason": "edgekit metadata is not embedded"}
         # the tolerance it was verified with, never looser than its recorded spec allows
-        tolerance, note = recorded_tolerance(entry.verification, entry.precision)
+        tolerance, note = recorded_tolerance(entry.verification, entry.precision, overrides)
         if entry.variants:  # base + LoRA adapters: every variant against its own golden file
             parity = reverify(bundle, entry, tolerance, threads)
         else:

@@ -18,7 +18,8 @@ import torch
 import torch.utils._pytree as pytree
 
 from edgekit.graph import Runner
-from edgekit.verify.tolerances import Criteria, Tolerance
+from edgekit.errors import EdgekitError
+from edgekit.verify.tolerances import ALL_OUTPUTS, Criteria, Tolerance
 
 MIL_REFERENCE = "mil-reference"  # verification by evaluating a converted program, not the vendor runtime
 NEAR_ZERO = 1e-12  # a reference output whose every |value| is at most this says nothing about a conversion
@@ -276,6 +277,10 @@ def _plan(reference: ReferenceData, tolerance: Tolerance) -> list[tuple[_Output,
     """Per output: its comparison (kind and criteria set) and why its reference is degenerate (or None)."""
     if not len(reference):
         return []
+    named = sorted(name for name in tolerance.overrides if name != ALL_OUTPUTS)
+    if named and not reference.named:  # a caller that forgot the names would silently drop the user's overrides
+        raise EdgekitError(f"cannot apply --tolerance for {', '.join(named)}: the reference data "
+                           f"({reference.description}) does not carry the model's output names")
     names, first = reference.names(), reference.outputs[0]
     surveys = [_Survey() for _ in first]
     for expected in reference.outputs:
@@ -295,7 +300,7 @@ def _result(reference: ReferenceData, tolerance: Tolerance, method: str, outputs
     n = len(reference)
     per_output = [o.to_dict(why) for o, why in outputs]
     meaningful = [(o, d) for (o, why), d in zip(outputs, per_output) if why is None]
-    first = next((o for o, _ in outputs if o.arg_max), None)
+    first = next((o for o, why in outputs if o.arg_max and why is None), None)  # the table's top-1 column
     result: dict[str, Any] = {
         "method": method, "inputs": n, "input_source": reference.description,
         "max_abs_diff": max((o.max_diff for o, _ in outputs), default=0.0),

@@ -183,7 +183,8 @@ class Tolerance:
         names = [f.name for f in fields(cls)]
         if sorted(data) != sorted(names):
             odd = sorted(set(data) ^ set(names))[0]
-            raise EdgekitError(f"field {odd!r:.40} is {'unknown' if odd in data else 'missing'}; fields: {', '.join(names)}")
+            raise EdgekitError(f"field {odd!r:.40} is {'unknown' if odd in data else 'missing'}; "
+                               f"fields: {', '.join(names)}")
         for name, (low, high, nullable) in _RANGES.items():
             value = data[name]
             if not ((value is None and nullable) or _number(low, high)(value)):
@@ -306,7 +307,8 @@ def recorded_tolerance(verification: Any, precision: str,
         return bound, "; ".join([*notes, f"recorded tolerance is damaged ({exc}); checked with {named}"])
     notes += _dropped_overrides(tolerance.overrides, bound.overrides)
     used = tolerance.within(bound)
-    looser = [f.name for f in fields(Tolerance) if f.name != "overrides" and getattr(used, f.name) != getattr(tolerance, f.name)]
+    looser = [f.name for f in fields(Tolerance)
+              if f.name != "overrides" and getattr(used, f.name) != getattr(tolerance, f.name)]
     if looser:
         notes.append(f"recorded tolerance is looser than {named} allows ({', '.join(looser)}); checked within it")
     elif why:
