@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 
 import edgekit  # noqa: E402
 from edgekit import CONVERTERS, EdgekitError, QuantSpec  # noqa: E402
-from foreign_models import DICT_OUTPUTS, FOREIGN_MODELS, SAMPLES, Foreign, save_foreign  # noqa: E402
+from foreign_models import CALIB_SAMPLES, DICT_OUTPUTS, FOREIGN_MODELS, SAMPLES, Foreign, save_foreign  # noqa: E402
 
 SCHEMES = ("fp32", "int8", "int8-weight")
 # the dtype each format's artifact takes for an integer (token id, mask) input of the model: ONNX keeps the
@@ -44,7 +44,7 @@ def one_torch_thread():
 def spec_for(scheme: str, samples: Path) -> QuantSpec:
     """The scheme as a QuantSpec; static int8 is calibrated on every sample input of the model."""
     if QuantSpec.parse(scheme).needs_calibration:
-        return QuantSpec.parse(scheme, calib_source=str(samples), calib_samples=SAMPLES)
+        return QuantSpec.parse(scheme, calib_source=str(samples), calib_samples=CALIB_SAMPLES)
     return QuantSpec.parse(scheme)
 
 

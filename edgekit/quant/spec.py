@@ -61,7 +61,9 @@ class QuantSpec:
     bits: int = 8  # weight bits (palettization: log2 of the look-up table size)
     block_size: int = 32  # input channels per scale when granularity is per-block
     # calibration (static int8)
-    calib_source: str | None = None  # an image folder, .npy or .npz; None = the recipe's training split
+    # an .npz keyed by input name (any model), or for one float input a .npy or an image folder; None = the recipe's
+    # training split
+    calib_source: str | None = None
     calib_samples: int = 128  # calibration inputs drawn from the data
     calib_method: str = "histogram"  # activation observer: one of CALIBRATION_METHODS
     # accuracy (static int8; one or the other)
