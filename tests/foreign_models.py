@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 SAMPLES = 100  # sample inputs per model: the verification set (98% top-1 agreement allows 2 flips in 100)
-CALIB_SAMPLES = 32  # of them, the calibration set of static int8
+CALIB_SAMPLES = 100  # the calibration set of static int8: all of them
 SEQ = 16  # tokens per sequence
 VOCAB = 96  # vocabulary of the text models
 SEED = 0
