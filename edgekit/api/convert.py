@@ -61,8 +61,9 @@ def convert(model: Model, example_inputs: Sequence[torch.Tensor] | None = None, 
     if sample_inputs is not None and adapter is not None:
         raise EdgekitError("sample_inputs= does not apply with adapter= (the adapter's domain data verifies it)")
     if adapter is not None:
-        for graph in _graphs(_source(model, example_inputs, name), lengths):
-            check_calibration(graph, spec, calib_array)  # before the adapter's reference runs
+        if spec.needs_calibration:  # the calibration data, checked before the adapter's reference runs
+            for graph in _graphs(_source(model, example_inputs, name), lengths):
+                check_calibration(graph, spec, calib_array)
         sources, references, merged = _merged(model, adapter, lengths)
         overrides = _tolerances(tolerance, sources)
     else:
