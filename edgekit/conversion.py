@@ -15,7 +15,7 @@ from edgekit.artifact import (EXPORTED, FAILED, GOLDEN_SAMPLES, MANIFEST, VERIFI
 from edgekit.converters import CONVERTERS, ArtifactInfo, Converter, ModelSource
 from edgekit.converters.base import raise_if_disk_error
 from edgekit.debuglog import log_traceback
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.io import (ARTIFACT, atomic_output, check_output_dir, hold_interrupts, remove_stale_staging, sha256_path,
                         size_bytes)
 from edgekit.progress import progress_bar
@@ -208,12 +208,8 @@ def stage(fmt: str, name: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - any library error fails this format only
         raise_if_disk_error(exc)
         log_traceback(exc, f"{fmt} {name}")
-        raise StageFailed(f"{fmt} {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise StageFailed(f"{fmt} {name} failed: {type(exc).__name__}: {first_line(exc, 300, '(no message)')}") from exc
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else "(no message)"
 
 
 def io_changes(source: ModelSource, info: ArtifactInfo) -> list[str]:
@@ -243,7 +239,7 @@ def write_entry(entry: ArtifactEntry, path: Path, fill: Callable[[Path], None],
             entry.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - whatever a library raises fails this artifact only
             log_traceback(exc, f"{entry.format} {entry.graph}".strip())
-            entry.error = f"{entry.format} failed: {type(exc).__name__}: {_first_line(exc)}"
+            entry.error = f"{entry.format} failed: {type(exc).__name__}: {first_line(exc, 300, '(no message)')}"
         else:
             entry.file = path.name
             entry.status = VERIFIED if entry.verification["status"] == "passed" else EXPORTED

@@ -30,6 +30,13 @@ class UnsupportedOpError(EdgekitError):
         super().__init__(f"the {fmt} converter cannot handle operator {op}{tail}")
 
 
+def first_line(exc: BaseException, limit: int = 200, empty: str | None = None) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters; ``empty`` (default: the exception's
+    type name) when it has no message."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else (empty if empty is not None else type(exc).__name__)[:limit]
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise an error naming the extra that provides it."""
     import importlib

@@ -28,7 +28,7 @@ import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.pt2_archive import constants as names
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.quiet import quiet
 from edgekit.sample_inputs import input_ranges, random_input, user_input_names
 
@@ -66,7 +66,7 @@ class Archive:
         try:
             return self.zf.read(self.names[name])
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
-            raise EdgekitError(f"{self.path}: entry {name} is damaged ({_first_line(exc)}); "
+            raise EdgekitError(f"{self.path}: entry {name} is damaged ({first_line(exc)}); "
                                "the file is truncated or corrupt") from None
 
     def text(self, name: str) -> str:
@@ -109,7 +109,7 @@ def _open(path: Path) -> Iterator[Archive]:
         raise EdgekitError(f"{unreadable}: not a zip archive (truncated, or not written by "
                            "torch.export.save)") from None
     except OSError as exc:
-        raise EdgekitError(f"{unreadable}: {exc.strerror or _first_line(exc)}") from None
+        raise EdgekitError(f"{unreadable}: {exc.strerror or first_line(exc)}") from None
     with zf:
         listed = [info.filename for info in zf.infolist()]
         for name in listed:
@@ -156,7 +156,7 @@ def _payload_config(archive: Archive, config_name: str, directory: str, kind: st
             raise TypeError("no 'config' mapping")
     except Exception as exc:  # a malformed config: any type error of torch's schema parser
         raise EdgekitError(f"{archive.path}: entry {config_name} is not a torch.export payload config "
-                           f"({_first_line(exc)})") from None
+                           f"({first_line(exc)})") from None
     tensor_prefixes = (names.WEIGHT_FILENAME_PREFIX, names.TENSOR_CONSTANT_FILENAME_PREFIX)
     for fqn, meta in config.items():
         if meta.use_pickle or not meta.path_name.startswith(tensor_prefixes):
@@ -188,7 +188,7 @@ def _tensor(archive: Archive, config_name: str, fqn: str, meta: Any, entry: str,
         offset = serde.deserialize_storage_offset(tm.storage_offset)
         strided = tm.layout == serde.schema.Layout.Strided
     except Exception as exc:  # missing metadata, an unknown dtype or a symbolic size
-        raise EdgekitError(f"{where}: unreadable tensor metadata ({_first_line(exc)})") from None
+        raise EdgekitError(f"{where}: unreadable tensor metadata ({first_line(exc)})") from None
     if not strided or len(size) != len(stride) or min((*size, *stride, offset), default=0) < 0:
         raise EdgekitError(f"{where}: only dense strided tensors with non-negative sizes and strides are supported")
     if entry not in flat:
@@ -231,7 +231,7 @@ def _deserialize(path: Path, program_json: bytes, state_dict: dict[str, torch.Te
         raise
     except Exception as exc:  # torch's deserializer raises many types for a malformed or newer program
         raise EdgekitError(f"{path}: entry {MODEL_JSON} is not a program torch {torch.__version__} can read "
-                           f"({_first_line(exc)}); re-save it with this torch's torch.export.save") from None
+                           f"({first_line(exc)}); re-save it with this torch's torch.export.save") from None
 
 
 # Two layers: the entry checks above refuse every pickled entry before torch sees the archive, and no pickled
@@ -326,10 +326,6 @@ def _smallest(vr: Any) -> int:
         low = 1
     return max(low, 1)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 # ---- outputs: one flat tuple, named from the output pytree -----------------------------------------------------

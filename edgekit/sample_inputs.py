@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, first_line
 from edgekit.graph import ModelSource
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with entries, an empty zip
@@ -178,7 +178,7 @@ def _read_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     try:
         archive = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise EdgekitError(f"{path} is not a readable .npz file ({_first_line(exc)}); expected numpy.savez "
+        raise EdgekitError(f"{path} is not a readable .npz file ({first_line(exc)}); expected numpy.savez "
                            f"arrays keyed by input name ({expected})") from None
     with archive:
         keys = list(archive.files)
@@ -213,9 +213,9 @@ def _entry(path: Path, archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
         if "pickle" in str(exc).lower():
             raise EdgekitError(f"{path}: {name} holds Python objects, which edgekit does not unpickle; "
                                "save plain numeric arrays") from None
-        raise EdgekitError(f"{path}: {name} is damaged ({_first_line(exc)})") from None
+        raise EdgekitError(f"{path}: {name} is damaged ({first_line(exc)})") from None
     except _READ_ERRORS as exc:
-        raise EdgekitError(f"{path}: {name} is damaged ({_first_line(exc)}); the file is truncated or corrupt") \
+        raise EdgekitError(f"{path}: {name} is damaged ({first_line(exc)}); the file is truncated or corrupt") \
             from None
     if not isinstance(array, np.ndarray):
         raise EdgekitError(f"{path}: {name} is not an array")
@@ -293,7 +293,3 @@ def _check_fits(where: str, array: np.ndarray, dtype: torch.dtype, rows: int | N
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]

@@ -13,7 +13,7 @@ from edgekit.converters.base import (
     register_converter,
 )
 from edgekit.converters.onnx.adapters import adapter_switcher, graph_weights, write_adapters
-from edgekit.errors import EdgekitError, require
+from edgekit.errors import EdgekitError, first_line, require
 from edgekit.converters.onnx.weights import quantize_weights_int8
 from edgekit.graph import NamedGraph
 from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
@@ -57,7 +57,7 @@ class OnnxConverter(Converter):
             model = onnx.load(str(path))
             onnx.checker.check_model(model)
         except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-            raise EdgekitError(f"{path} is not a valid ONNX model: {_first_line(exc)}") from None
+            raise EdgekitError(f"{path} is not a valid ONNX model: {first_line(exc, 300)}") from None
         return ArtifactInfo(
             inputs=[_tensor_info(v) for v in model.graph.input],
             outputs=[_tensor_info(v) for v in model.graph.output],
@@ -157,7 +157,7 @@ def open_session(path: Path, threads: int):
             options.add_session_config_entry(key, value)
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise EdgekitError(f"ONNX Runtime cannot load {path}: {_first_line(exc)}") from None
+        raise EdgekitError(f"ONNX Runtime cannot load {path}: {first_line(exc, 300)}") from None
 
 
 def _session_config(path: Path) -> dict[str, str]:
@@ -190,8 +190,5 @@ def _tensor_info(value) -> TensorInfo:
     shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
     return TensorInfo(value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name)
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 OnnxConverter.precisions = tuple(QUANT.names())  # what `edgekit list formats` shows
