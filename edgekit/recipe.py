@@ -36,14 +36,18 @@ class ExportSpec:
     formats: tuple = ("onnx", "tflite", "coreml")  # registered converter names
     precision: str = "fp32"  # a QuantSpec name: fp32, fp16, int8, int8-dynamic, int8-weight, int4-weight, palettizeN
     calib_samples: int = 128  # int8: calibration inputs drawn from the training split
+    calib_method: str = "histogram"  # int8: histogram, minmax, nncf, nncf-smoothquant or nncf-bias-correction
+    smooth_quant_alpha: float = -1.0  # nncf-smoothquant: SmoothQuant alpha 0..1; < 0 = NNCF's default
     accuracy_budget: float = -1.0  # int8: allowed accuracy drop in points (mixed precision); < 0 = none
     qat_epochs: int = 0  # int8: quantization-aware fine-tuning epochs after calibration (0 = PTQ only)
 
     def quant_spec(self) -> QuantSpec:
         """The QuantSpec this export asks for: the one `edgekit convert` builds from the same settings
-        (``--quant``, ``--calib-samples``, ``--accuracy-budget``, ``--qat``); calibration data is the
-        training split. Raises EdgekitError when the settings do not go together."""
+        (``--quant``, ``--calib-samples``, ``--calib-method``, ``--smooth-quant-alpha``, ``--accuracy-budget``,
+        ``--qat``); calibration data is the training split. Raises EdgekitError when the settings do not go together."""
         return QuantSpec.parse(self.precision, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs,
+                               calib_method=self.calib_method,
+                               smooth_quant_alpha=self.smooth_quant_alpha if self.smooth_quant_alpha >= 0 else None,
                                budget_points=self.accuracy_budget if self.accuracy_budget >= 0 else None)
 
 

@@ -30,6 +30,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="parity tolerance of one output (or of all without OUTPUT:), e.g. boxes:rtol=1e-3,atol=0.5; "
                         "keys rtol, atol, top1, snr, kind; repeat the flag per output; recorded in the manifest")
     p.add_argument("--calib-samples", type=positive_int, default=128, help="calibration samples (default 128)")
+    p.add_argument("--calib-method", metavar="METHOD",
+                   help="int8 calibration: histogram (default) or minmax (PT2E observers); nncf (NNCF ranges + fast "
+                        "bias correction), nncf-smoothquant (+ SmoothQuant), nncf-bias-correction (full bias correction)")
+    p.add_argument("--smooth-quant-alpha", type=float, metavar="ALPHA",
+                   help="nncf-smoothquant: migration strength 0..1 (default: NNCF's, 0.95 for linear layers)")
     p.add_argument("--accuracy-budget", type=non_negative_float, metavar="POINTS",
                    help="int8: keep the most sensitive layers in float until the accuracy drop is within POINTS")
     p.add_argument("--qat", type=non_negative_int, nargs="?", const=1, default=0, metavar="EPOCHS",
@@ -71,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     import edgekit
     from edgekit.progress import status
 
+    method = {"calib_method": args.calib_method} if args.calib_method else {}  # else the spec's default
     spec = edgekit.QuantSpec.parse(args.quant or args.precision, calib_source=args.calib,
                                    calib_samples=args.calib_samples, budget_points=args.accuracy_budget,
-                                   qat_epochs=args.qat)
+                                   qat_epochs=args.qat, smooth_quant_alpha=args.smooth_quant_alpha, **method)
     adapters = [p.strip() for p in args.adapters.split(",") if p.strip()] if args.adapters else None
     with stdout_to_stderr(args.json):
         bundle = edgekit.convert(args.model, to=args.formats, quant=spec, out=args.out, threads=args.threads,

@@ -1,6 +1,6 @@
 """Datasets: bundled real data and loaders for a user's own files. Importing registers them."""
 
-from edgekit.data import bytes_corpus, digits, image_folder, motion  # noqa: F401  (register the sources)
+from edgekit.data import bytes_corpus, digits, image_folder, motion, photos  # noqa: F401  (register the sources)
 from edgekit.data.base import DATASETS, Dataset, Preprocessing, Split
 
 __all__ = ["DATASETS", "Dataset", "Preprocessing", "Split", "load_dataset"]

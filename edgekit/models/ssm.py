@@ -107,6 +107,18 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     return (y[:, :length] if pad else y), carried[:, :, -1]  # a no-op slice exports as an alias CoreML rejects
 
 
+class SelectiveScan(nn.Module):
+    """The selective-scan recurrence (``ssd_chunked``, ``ssm_scan_reference`` or ``ssm_step``) as a submodule
+    without weights: it computes exactly what the function does, and in an exported graph its ops carry this
+    module in their ``nn_module_stack``. Static int8 keeps them float by that mark (``FLOAT_MODULES`` in
+    ``edgekit.quant.annotations``): the state is an accumulator with a per-head range, and the recurrence's
+    elementwise products are a small part of the work next to the in/out projections."""
+
+    def forward(self, scan: Callable[..., tuple[torch.Tensor, torch.Tensor]], *args: torch.Tensor,
+                **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        return scan(*args, **kwargs)
+
+
 class Mamba2Block(nn.Module):
     """Pre-norm residual block: in-proj → causal depthwise conv → selective SSM (+D skip) → gate → out-proj."""
 
@@ -124,6 +136,7 @@ class Mamba2Block(nn.Module):
         self.D = nn.Parameter(torch.ones(self.heads))  # skip x → y per head
         self.out_norm = RMSNorm(self.inner)
         self.out_proj = nn.Linear(self.inner, cfg.d_model, bias=False)
+        self.scan = SelectiveScan()  # no weights: checkpoints are unchanged
 
     def _project(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z, xbc, dt = torch.split(self.in_proj(self.norm(u)), [self.inner, self.conv_dim, self.heads], -1)
@@ -144,7 +157,7 @@ class Mamba2Block(nn.Module):
         conv_state = padded[:, :, padded.shape[-1] - (self.k - 1):]  # the last K-1 conv inputs
         xbc = F.silu(self.conv(padded)).transpose(1, 2)  # (b, L, conv_dim)
         x, dt, A, B, C = self._ssm_inputs(xbc, dt)
-        y, h = scan(x, dt, A, B, C, chunk=chunk)  # (b, L, H, P), (b, H, P, N)
+        y, h = self.scan(scan, x, dt, A, B, C, chunk=chunk)  # (b, L, H, P), (b, H, P, N)
         return self._output(u, y, x, z), conv_state, h
 
     def step(self, u: torch.Tensor, conv_state: torch.Tensor, h: torch.Tensor):
@@ -153,7 +166,7 @@ class Mamba2Block(nn.Module):
         window = torch.cat([conv_state, xbc[:, :, None]], -1)  # (b, conv_dim, K)
         xbc = F.silu((window * self.conv.weight[:, 0]).sum(-1) + self.conv.bias)  # (b, conv_dim)
         x, dt, A, B, C = self._ssm_inputs(xbc, dt)
-        h, y = ssm_step(h, x, dt, A, B, C)
+        h, y = self.scan(ssm_step, h, x, dt, A, B, C)
         return self._output(u, y, x, z), window[:, :, 1:], h
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.quant.spec import CALIBRATION_METHODS, OP_TYPES, Granularity, QuantMethods, QuantSpec, Scheme, scheme_names
+from edgekit.quant.spec import (CALIBRATION_METHODS, OP_TYPES, CalibMethod, Granularity, QuantMethods, QuantSpec,
+                                Scheme, scheme_names)
 
-__all__ = ["CALIBRATION_METHODS", "OP_TYPES", "Granularity", "QuantMethods", "QuantSpec", "Scheme", "scheme_names",
-           "check_calibration"]
+__all__ = ["CALIBRATION_METHODS", "OP_TYPES", "CalibMethod", "Granularity", "QuantMethods", "QuantSpec", "Scheme",
+           "scheme_names", "check_calibration"]
 _LAZY = {"check_calibration": "edgekit.quant.calib"}  # name → the module that defines it, imported on first use
 
 

@@ -15,7 +15,8 @@ import torch
 
 from edgekit.graph import ModelSource
 from edgekit.quant.calib import CalibrationData, recipe_split
-from edgekit.quant.pt2e import PreparedQuant, export_graph, layer_nodes, prepare_quant
+from edgekit.quant.calibrate import calibrate
+from edgekit.quant.pt2e import QuantGraph, export_graph, layer_nodes
 from edgekit.quant.report import sqnr_db
 from edgekit.quant.spec import QuantSpec
 
@@ -34,7 +35,7 @@ class EvalSet:
 
 @dataclass
 class MixedResult:
-    quant: PreparedQuant  # calibrated with the chosen float layers
+    quant: QuantGraph  # calibrated (spec.calib_method) with the chosen float layers
     float_accuracy: float
     accuracy: float  # of the chosen quantized graph
     budget_points: float
@@ -90,7 +91,7 @@ def sensitivity(source: ModelSource, spec: QuantSpec, calib: Sequence[Sample], p
     layers = list(layer_nodes(reference))
     scores = {}
     for layer in layers:
-        one = prepare_quant(source, with_float_layers(spec, [x for x in layers if x != layer]), calib)
+        one = calibrate(source, with_float_layers(spec, [x for x in layers if x != layer]), calib)
         gm = one.converted(fold_quantize=False)
         got = torch.cat([_first(gm(*s)) for s in probe])
         scores[layer] = round(sqnr_db(torch.cat(ref_out), got), 2)
@@ -102,7 +103,7 @@ def search(source: ModelSource, spec: QuantSpec, calib: Sequence[Sample], data: 
            progress: Callable[[str], None] = lambda _: None) -> MixedResult:
     """Fewest float layers (greedy, most sensitive first) whose accuracy drop is within the budget."""
     float_acc = accuracy(export_graph(source), data)
-    quant = prepare_quant(source, spec, calib, description)
+    quant = calibrate(source, spec, calib, description)
     result = MixedResult(quant, float_acc, accuracy(quant.converted(False), data), budget_points, spec.float_layers)
     result.steps.append({"float_layers": list(spec.float_layers), "accuracy": result.accuracy})
     if result.drop_points <= budget_points:
@@ -115,7 +116,7 @@ def search(source: ModelSource, spec: QuantSpec, calib: Sequence[Sample], data: 
             continue
         floats.append(layer)
         progress(f"keeping {layer} in float")
-        quant = prepare_quant(source, with_float_layers(spec, floats), calib, description)
+        quant = calibrate(source, with_float_layers(spec, floats), calib, description)
         result.quant, result.float_layers = quant, tuple(floats)
         result.accuracy = accuracy(quant.converted(False), data)
         result.steps.append({"float_layers": list(floats), "accuracy": result.accuracy})

@@ -12,7 +12,8 @@ from edgekit.errors import EdgekitError
 from edgekit.graph import ModelSource
 from edgekit.quant.calib import CalibrationData, calibration_for
 from edgekit.quant.mixed import eval_set_for, search
-from edgekit.quant.pt2e import PT2E_SCHEMES, PreparedQuant, prepare_quant
+from edgekit.quant.calibrate import calibrate
+from edgekit.quant.pt2e import PT2E_SCHEMES, QuantGraph
 from edgekit.quant.qat import qat_finetune
 from edgekit.quant.report import LayerError, layer_report
 from edgekit.quant.spec import QuantSpec
@@ -25,7 +26,7 @@ class QuantPlan:
     """What :func:`plan_quantization` prepared for ``spec``, shared by every converter of one conversion."""
 
     spec: QuantSpec  # as asked (the manifest records it; `edgekit verify` rebuilds the tolerance from it)
-    prepared: PreparedQuant | None = None  # calibrated PT2E graph for int8 / int8-dynamic (its spec: the layers chosen)
+    prepared: QuantGraph | None = None  # calibrated graph for int8 / int8-dynamic (its spec: the layers chosen)
     calibration: str = ""  # where the calibration data came from
     layers: list[LayerError] = field(default_factory=list)  # per-layer SQNR vs fp32
     mixed: dict[str, Any] | None = None  # MixedResult.to_dict() when a budget was searched
@@ -52,7 +53,8 @@ class QuantPlan:
 
 def plan_quantization(source: ModelSource, spec: QuantSpec, calib_array: np.ndarray | None = None, *,
                       progress: Callable[[str], None] = lambda _: None) -> QuantPlan:
-    """Calibrate once (and search mixed precision / fine-tune with QAT when ``spec`` asks) for ``spec``.
+    """Calibrate once with ``spec.calib_method`` (and search mixed precision / fine-tune with QAT when ``spec``
+    asks) for ``spec``; the mixed-precision search and the per-layer report use the same method.
 
     Calibration data: ``calib_array`` (samples given from Python) when given, else ``spec.calib_source``,
     else the recipe's training split."""
@@ -69,8 +71,7 @@ def plan_quantization(source: ModelSource, spec: QuantSpec, calib_array: np.ndar
     elif spec.qat:
         plan.prepared, plan.qat = qat_finetune(source, spec, data, epochs=spec.qat_epochs, progress=progress)
     else:
-        progress(f"calibrating on {data.description}")
-        plan.prepared = prepare_quant(source, spec, data.samples, data.description)
+        plan.prepared = calibrate(source, spec, data.samples, data.description, progress)
     if spec.needs_calibration:
         plan.layers = layer_report(plan.prepared, data.samples[:REPORT_SAMPLES])
     return plan

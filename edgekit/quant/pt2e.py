@@ -4,6 +4,10 @@
 converter then takes its own deep copy through ``convert_pt2e`` (``fold_quantize=False`` for
 TFLite, ``True`` for ONNX and Core ML), so all three artifacts share the same scales.
 
+``CALIBRATORS`` maps a ``QuantSpec.calib_method`` to the function that calibrates: the PT2E observers here
+(``histogram``, ``minmax``), NNCF's algorithms in ``edgekit.quant.nncf_ptq``; ``edgekit.quant.calibrate`` picks one.
+Each returns a ``QuantGraph``: ``converted`` copies for the formats, ``layers`` and the ``float_graph`` reference.
+
 Users' models (a loaded ``.pt2``, transformers text models) take integer inputs: integer and bool edges
 (token ids, masks, positions) are never quantized, and embedding tables stay float (litert-torch's quantizer
 annotates no ``embedding``: a lookup reads one row per token, there is no matmul to run in int8).
@@ -13,12 +17,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 
 from edgekit.graph import ModelSource
 from edgekit.errors import EdgekitError, require
+from edgekit.registry import Registry
 from edgekit.quiet import quiet
 from edgekit.quant.annotations import ANNOTATION_PASSES
 from edgekit.quant.spec import OP_TYPES, Granularity, QuantSpec, Scheme
@@ -47,8 +52,10 @@ def layer_nodes(gm: torch.fx.GraphModule) -> dict[str, torch.fx.Node]:
     return found
 
 
-def make_quantizer(spec: QuantSpec):
-    """litert-torch's PT2EQuantizer for ``spec``, leaving the layers its overrides keep float unannotated."""
+def make_quantizer(spec: QuantSpec, fixed_qparams: bool = True):
+    """litert-torch's PT2EQuantizer for ``spec``, leaving the layers its overrides keep float unannotated.
+    ``fixed_qparams=False`` replaces litert's fixed-scale output annotation of sigmoid / ``_softmax`` (scale 1/256,
+    which NNCF refuses: "Unknown torchao quantization spec") by the calibrated activation spec."""
     with quiet():  # litert-torch imports TensorFlow, which logs at import
         pq = require("litert_torch.quantize.pt2e_quantizer", "tflite")
     config = pq.get_symmetric_quantization_config(
@@ -68,6 +75,8 @@ def make_quantizer(spec: QuantSpec):
             model = super().annotate(model)
             for adjust in ANNOTATION_PASSES:
                 adjust(model)
+            if not fixed_qparams:
+                _calibrate_fixed_qparams(model, config.output_activation)
             for name, node in layer_nodes(model).items():  # litert's module-name filter misreads torch 2.13 names
                 annotation = node.meta.get("quantization_annotation")
                 if annotation is not None and spec.keeps_float(name, op_type(node)):
@@ -76,6 +85,36 @@ def make_quantizer(spec: QuantSpec):
             return model
 
     return _Quantizer().set_global(config)
+
+
+def _calibrate_fixed_qparams(model: torch.fx.GraphModule, calibrated: Any) -> None:
+    """Give the outputs litert-torch 0.10 fixes (sigmoid, ``_softmax``: scale 1/256) the ``calibrated`` spec instead.
+    Not dropped: a consumer's shared spec (a mean after a sigmoid) points at that output and torchao's grouping
+    then fails with a KeyError on the producer."""
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+
+    for node in model.graph.nodes:
+        annotation = node.meta.get("quantization_annotation")
+        if annotation is not None and isinstance(annotation.output_qspec, FixedQParamsQuantizationSpec):
+            annotation.output_qspec = calibrated
+
+
+class QuantGraph(Protocol):
+    """A calibrated quantization of one model, shared by every format of a conversion."""
+
+    spec: QuantSpec
+    quantizer: Any  # the litert-torch quantizer that annotated the graph (the TFLite converter takes it)
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration: str  # description of the calibration data
+
+    def converted(self, fold_quantize: bool, weight_qmax: int | None = None) -> torch.fx.GraphModule:
+        """A fresh copy with quantize/dequantize nodes (weight quantize folded when ``fold_quantize``)."""
+
+    def layers(self) -> list[str]:
+        """The conv/linear layers (module names) of the graph, in order."""
+
+    def float_graph(self) -> torch.fx.GraphModule:
+        """A fresh float copy of the calibrated graph (BatchNorm folded): the per-layer report's reference."""
 
 
 @dataclasses.dataclass
@@ -106,6 +145,19 @@ class PreparedQuant:
     def layers(self) -> list[str]:
         """The conv/linear layers (module names) of the graph, in order."""
         return list(layer_nodes(self.prepared))
+
+    def float_graph(self) -> torch.fx.GraphModule:
+        """A copy of the observed graph computing in float: observers pass values through; QAT's fake quantizers
+        are switched off (they would otherwise quantize the reference too)."""
+        with quiet():  # torch's pytree warns about a deprecated spec class while copying
+            from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+            graph = copy.deepcopy(self.prepared)
+        for module in graph.modules():
+            if isinstance(module, FakeQuantizeBase):
+                module.disable_fake_quant()
+                module.disable_observer()
+        return graph
 
 
 def export_graph(source: ModelSource) -> torch.fx.GraphModule:
@@ -167,14 +219,7 @@ def _drop_eval_dropouts(gm: torch.fx.GraphModule) -> None:
 def prepare_quant(source: ModelSource, spec: QuantSpec, samples: Iterable[tuple[torch.Tensor, ...]],
                   description: str = "") -> PreparedQuant:
     """Export, insert observers for ``spec`` and run every calibration sample through them."""
-    if spec.scheme not in PT2E_SCHEMES:
-        raise EdgekitError(f"quantization {spec.tag} does not use calibration; PT2E handles: "
-                           f"{', '.join(s.value for s in PT2E_SCHEMES)}")
-    graph = export_graph(source)
-    unknown = sorted(set(spec.float_layers) - set(layer_nodes(graph)))
-    if unknown:
-        raise EdgekitError(f"float layer {unknown[0]!r} is not a conv/linear layer of the model; "
-                           f"layers: {', '.join(layer_nodes(graph))}")
+    graph = checked_graph(source, spec)
     quantizer = make_quantizer(spec)
     with quiet():  # torchao logs at import (optional CUDA kernels it cannot load here)
         from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
@@ -184,6 +229,35 @@ def prepare_quant(source: ModelSource, spec: QuantSpec, samples: Iterable[tuple[
     for sample in samples:
         prepared(*sample)
     return PreparedQuant(spec, prepared, quantizer, tuple(source.example_inputs), description)
+
+
+def checked_graph(source: ModelSource, spec: QuantSpec) -> torch.fx.GraphModule:
+    """The export graph for ``spec``, after checking that PT2E handles its scheme and its float layers exist."""
+    if spec.scheme not in PT2E_SCHEMES:
+        raise EdgekitError(f"quantization {spec.tag} does not use calibration; PT2E handles: "
+                           f"{', '.join(s.value for s in PT2E_SCHEMES)}")
+    graph = export_graph(source)
+    unknown = sorted(set(spec.float_layers) - set(layer_nodes(graph)))
+    if unknown:
+        raise EdgekitError(f"float layer {unknown[0]!r} is not a conv/linear layer of the model; "
+                           f"layers: {', '.join(layer_nodes(graph))}")
+    return graph
+
+
+Sample = tuple[torch.Tensor, ...]
+Progress = Callable[[str], None]
+# (source, spec, samples, description, progress) → the calibrated graph; spec.calib_method names the calibrator
+Calibrator = Callable[[ModelSource, QuantSpec, Sequence[Sample], str, Progress], QuantGraph]
+CALIBRATORS: Registry[Calibrator] = Registry("calibration method")
+
+
+@CALIBRATORS.register("histogram")
+@CALIBRATORS.register("minmax")
+def observe(source: ModelSource, spec: QuantSpec, samples: Sequence[Sample], description: str = "",
+            progress: Progress = lambda _: None) -> PreparedQuant:
+    """PT2E observers (``make_quantizer`` picks histogram or min/max from ``spec``)."""
+    progress(f"calibrating ({spec.calib_method.value} observers) on {description or f'{len(samples)} samples'}")
+    return prepare_quant(source, spec, samples, description)
 
 
 def float_ops_left(gm: torch.fx.GraphModule) -> list[str]:

@@ -7,15 +7,13 @@ accumulated over every sample; errors of earlier layers are included (what the a
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import torch
 
-from edgekit.quant.pt2e import PreparedQuant, layer_nodes, op_type
-from edgekit.quiet import quiet
+from edgekit.quant.pt2e import QuantGraph, layer_nodes, op_type
 
 
 @dataclass(frozen=True)
@@ -69,10 +67,9 @@ def sqnr_db(ref: torch.Tensor, got: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def layer_report(quant: PreparedQuant, samples: Iterable[tuple[torch.Tensor, ...]]) -> list[LayerError]:
+def layer_report(quant: QuantGraph, samples: Iterable[tuple[torch.Tensor, ...]]) -> list[LayerError]:
     """SQNR of each conv/linear output and of the model output: quantized graph vs the float graph."""
-    with quiet():  # torch's pytree warns about a deprecated spec class while copying
-        reference = copy.deepcopy(quant.prepared)  # float compute (BN folded); observers must not see these inputs
+    reference = quant.float_graph()  # float compute (BN folded); a copy: observers must not see these inputs
     quantized = quant.converted(fold_quantize=False)
     ref_layers, q_layers = layer_nodes(reference), layer_nodes(quantized)
     shared = [name for name in ref_layers if name in q_layers]

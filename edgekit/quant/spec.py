@@ -1,6 +1,6 @@
 """QuantSpec: one typed, frozen description of how an artifact's numbers are stored and computed.
 
-Scheme and weight granularity, calibration (source, sample count, observer), an accuracy budget or
+Scheme and weight granularity, calibration (source, sample count, method: PT2E observers or NNCF), an accuracy budget or
 QAT epochs, and overrides that keep op types or layers in float. Overrides follow coremltools'
 ``OptimizationConfig``: the global scheme, then the op type, then the layer (op name); ``None`` keeps float.
 """
@@ -38,7 +38,22 @@ class Granularity(str, enum.Enum):
     PER_BLOCK = "per-block"
 
 
-CALIBRATION_METHODS = ("histogram", "minmax")  # activation range observers for static int8
+class CalibMethod(str, enum.Enum):
+    """How static int8 finds its ranges: PT2E observers, or NNCF's post-training algorithms on the same graph."""
+
+    HISTOGRAM = "histogram"  # PT2E histogram observers on activations (min/max on weights)
+    MINMAX = "minmax"  # PT2E min/max observers on activations
+    NNCF = "nncf"  # NNCF range estimators + fast bias correction
+    NNCF_SMOOTHQUANT = "nncf-smoothquant"  # + SmoothQuant (activation outliers moved into linear weights)
+    NNCF_BIAS_CORRECTION = "nncf-bias-correction"  # NNCF range estimators + full (layer-wise) bias correction
+
+    @property
+    def uses_nncf(self) -> bool:
+        """True for the methods NNCF runs (they need static int8 without QAT)."""
+        return self.value.startswith("nncf")
+
+
+CALIBRATION_METHODS = tuple(m.value for m in CalibMethod)  # how static int8 calibrates
 OP_TYPES = ("conv1d", "conv2d", "linear")  # the op types an override can name (the layers that get int8 weights)
 Overrides = tuple[tuple[str, None], ...]  # (op type or layer name, None = keep float), in the order given
 _DEFAULT_GRANULARITY = {Scheme.INT4_WEIGHT: Granularity.PER_BLOCK, Scheme.PALETTIZE: Granularity.PER_TENSOR}
@@ -65,7 +80,8 @@ class QuantSpec:
     # training split
     calib_source: str | None = None
     calib_samples: int = 128  # calibration inputs drawn from the data
-    calib_method: str = "histogram"  # activation observer: one of CALIBRATION_METHODS
+    calib_method: CalibMethod = CalibMethod.HISTOGRAM  # one of CALIBRATION_METHODS (a name is accepted)
+    smooth_quant_alpha: float | None = None  # nncf-smoothquant: migration strength 0..1; None = NNCF's default
     # accuracy (static int8; one or the other)
     budget_points: float | None = None  # allowed accuracy drop in points: keep sensitive layers float until met
     qat_epochs: int = 0  # fine-tune with fake quantization after calibration (0 = none)
@@ -77,6 +93,8 @@ class QuantSpec:
         _set = object.__setattr__  # frozen: normalise the given values once, here
         _set(self, "scheme", _enum(Scheme, self.scheme, "scheme", scheme_names()))
         _set(self, "granularity", _enum(Granularity, self.granularity, "granularity", [g.value for g in Granularity]))
+        _set(self, "calib_method", _enum(CalibMethod, self.calib_method, "calib_method", list(CALIBRATION_METHODS),
+                                         what="calibration method"))
         if isinstance(self.calib_source, Path):
             _set(self, "calib_source", str(self.calib_source))
         _set(self, "op_types", _overrides(self.op_types, "op_types", OP_TYPES))
@@ -166,13 +184,13 @@ def _field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(QuantSpec)]
 
 
-def _enum(kind: type[enum.Enum], value: Any, field: str, valid: list[str]) -> Any:
+def _enum(kind: type[enum.Enum], value: Any, field: str, valid: list[str], what: str = "") -> Any:
     if isinstance(value, kind):
         return value
     try:
         return kind(value)
     except (ValueError, TypeError):
-        raise EdgekitError(f"QuantSpec.{field} {value!r:.40} is not one of: {', '.join(valid)}") from None
+        raise EdgekitError(f"{what or 'QuantSpec.' + field} {value!r:.40} is not one of: {', '.join(valid)}") from None
 
 
 def _overrides(value: Any, field: str, allowed: tuple[str, ...] | None) -> Overrides:
@@ -205,8 +223,10 @@ def _check_values(spec: QuantSpec) -> None:
         value = getattr(spec, field)
         if not _is_int(value) or value < least:
             raise EdgekitError(f"QuantSpec.{field} must be an integer >= {least}, got {value!r:.40}")
-    if spec.calib_method not in CALIBRATION_METHODS:
-        raise EdgekitError(f"calibration method {spec.calib_method!r:.40} is not one of: {', '.join(CALIBRATION_METHODS)}")
+    alpha = spec.smooth_quant_alpha
+    if alpha is not None and (not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 <= alpha <= 1):
+        raise EdgekitError(f"QuantSpec.smooth_quant_alpha must be a number from 0 to 1 or None (NNCF's default), "
+                           f"got {alpha!r:.40}")
     if not _is_int(spec.calib_samples) or spec.calib_samples < 1:
         raise EdgekitError(f"calibration sample count must be at least 1, got {spec.calib_samples!r:.40}")
     if spec.calib_source is not None and (not isinstance(spec.calib_source, str) or not spec.calib_source):
@@ -228,6 +248,20 @@ def _check_combination(spec: QuantSpec) -> None:
         raise EdgekitError(f"{asked[0]} needs --quant int8 (static W8A8), not {spec.tag}")
     if spec.budget_points is not None and spec.qat:
         raise EdgekitError("choose either an accuracy budget (mixed precision) or QAT, not both")
+    _check_method(spec)
+
+
+def _check_method(spec: QuantSpec) -> None:
+    """NNCF's algorithms calibrate static int8 after training; SmoothQuant's alpha belongs to nncf-smoothquant."""
+    method = spec.calib_method.value
+    if spec.calib_method.uses_nncf and spec.scheme is not Scheme.INT8_STATIC:
+        raise EdgekitError(f"--calib-method {method} calibrates static int8 (--quant int8), not {spec.tag}; "
+                           f"{spec.tag} takes no calibration method")
+    if spec.calib_method.uses_nncf and spec.qat:
+        raise EdgekitError(f"--calib-method {method} is post-training only and does not combine with QAT; use "
+                           "--calib-method histogram or minmax with --qat, or drop --qat")
+    if spec.smooth_quant_alpha is not None and spec.calib_method is not CalibMethod.NNCF_SMOOTHQUANT:
+        raise EdgekitError(f"smooth_quant_alpha applies to --calib-method nncf-smoothquant, not {method}")
 
 
 def scheme_names() -> list[str]:
