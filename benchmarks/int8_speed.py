@@ -168,7 +168,7 @@ def summarize_ort(events: list[dict], runs: int) -> dict[str, Any]:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
         args = e.get("args", {})
-        types = sorted({t for shape in args.get("input_type_shape", []) for t in shape})
+        types = sorted(args.get("input_type_shape", [{}])[0])  # element type of the first input (the data)
         per_node[e["name"]].append(e["dur"] / 1000.0)
         info[e["name"]] = (args.get("op_name", "?"), "/".join(types))
     by_type: dict[str, dict] = {}
@@ -206,7 +206,7 @@ def tflite_ops(path: Path) -> dict[str, Any]:
 
 def option_variants(path: Path, x: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
     """Runtime settings edgekit's runners do not use, on the same file, to time beside them: ONNX Runtime with
-    its default spin-waiting worker threads, LiteRT with XNNPACK's flag-protected latest features."""
+    its default spin-waiting worker threads, LiteRT without XNNPACK's flag-protected latest features."""
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
@@ -218,7 +218,7 @@ def option_variants(path: Path, x: np.ndarray, threads: int) -> dict[str, Callab
         return {"spinning": lambda: session.run(None, feed)}
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_default_delegate_latest_features=True)
+    interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_default_delegate_latest_features=False)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     scale, zero = detail["quantization"]
@@ -228,7 +228,7 @@ def option_variants(path: Path, x: np.ndarray, threads: int) -> dict[str, Callab
         interpreter.set_tensor(detail["index"], value)
         interpreter.invoke()
 
-    return {"xnnpack-latest": call}
+    return {"xnnpack-default-features": call}
 
 
 def time_variants(variants: dict[str, dict], data: Any, args: argparse.Namespace) -> tuple[dict, dict]:
@@ -256,8 +256,13 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     x = data.test.inputs[:1]
     flops = count_flops(model, x)
     peak = peak_gflops(args.threads)
+    print(f"{flops['flops'] / 1e9:.3f} GFLOP, peak {peak:.1f} GFLOP/s; converting", flush=True)
     variants = convert_variants(model, data, args, out)
+    print("timing " + ", ".join(f"{k} {v.get('convert_s', 'skipped')} s" for k, v in variants.items()), flush=True)
     timings, runners = time_variants(variants, data, args)
+    peaks = [round(peak, 1), round(peak_gflops(args.threads), 1)]  # before and right after timing: load changes
+    peak = max(peaks)
+    print("agreement and profiles", flush=True)
     with torch.no_grad():
         reference = model(data.test.inputs).numpy()
     rows = []
@@ -277,7 +282,8 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         rows.append(row)
     params = sum(p.numel() for p in model.parameters())
     return {"model": args.model, "preset": MODELS[args.model], "parameters": params, **flops,
-            "peak_fp32_gflops": round(peak, 1), "peak_method": f"torch {2048}x{2048} fp32 matmul, best of 10",
+            "peak_fp32_gflops": round(peak, 1), "peak_method": "torch 2048x2048 fp32 matmul, best of 10, max of a run before converting and one after timing",
+            "peak_runs_gflops": peaks,
             "rows": rows, "timings": timings,
             "conversions": {k: {"convert_s": v.get("convert_s"), "skipped": v.get("skipped"),
                                 "default_verification_failures": v.get("default_verification_failures"),

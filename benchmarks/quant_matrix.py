@@ -61,7 +61,8 @@ def resolve(name: str, runs: Path) -> Path:
         return path
     recipes = edgekit.bundled_recipes()
     if name not in recipes:
-        raise edgekit.EdgekitError(f"{name}: no such checkpoint folder nor bundled recipe; recipes: {', '.join(recipes)}")
+        raise edgekit.EdgekitError(f"{name}: no such checkpoint folder nor bundled recipe; "
+                                   f"recipes: {', '.join(recipes)}")
     if (runs / name / "checkpoint").exists():
         return runs / name / "checkpoint"
     raise edgekit.EdgekitError(f"{name}: no checkpoint at {runs / name / 'checkpoint'}; "
@@ -161,7 +162,8 @@ def score_entry(model: Model, bundle: Any, entry: dict, entries: list[dict], row
                 runners: dict[Any, Callable[[], object]]) -> dict:
     """Status, size, metric, change, SQNR (and a runner for latency) of one artifact of the measured graph."""
     row |= {"graph": model.graph, "status": entry["status"], "size_bytes": entry["size_bytes"], "error": entry["error"],
-            "other_graphs": {a.get("graph") or a["file"]: a["status"] for a in entries if a is not entry}}
+            "other_graphs": {a.get("graph") or a["file"]: a["status"] for a in entries if a is not entry},
+            "other_errors": {a.get("graph") or a["file"]: a["error"] for a in entries if a is not entry and a["error"]}}
     if not entry["file"]:
         model.from_verification(entry, row)
         return row
@@ -230,7 +232,8 @@ def print_model(result: dict) -> None:
     torch_ms = result["pytorch"].get("median_ms")
     print(f"\n== {result['name']} · graph {result['graph'] or '(only)'} · {result['metric']} on "
           f"{'; '.join(sets)} · goal {result['goal']}")
-    print("pytorch fp32: " + ", ".join(_f(v, metric.value_format) for v in result["pytorch"]["values"])
+    print("pytorch fp32: " + ", ".join(f"{name} {_f(v, metric.value_format)}"
+                                       for name, v in zip(result["set_names"], result["pytorch"]["values"]))
           + (f", median {torch_ms:.3f} ms" if torch_ms else ""))
     extra = "".join(f"{name:>10}{metric.change_name:>8}" for name in result["set_names"][1:])
     print(f"{'method':<26}{'format':<8}{'status':<10}{'size':>10}{'×fp32':>6}{result['metric'][:9]:>10}"

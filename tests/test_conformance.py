@@ -39,10 +39,7 @@ TINY: dict[str, str] = {
 }
 
 # (format, family, precision) → a failure known and reported, not a declared limitation: strict, so a fix shows
-KNOWN_FAILURES = {
-    ("tflite", "ssm", "int8"): "TFLite int8 SSM: the ssm_state output is off by a relative error of ~1.7 "
-                               "(ONNX int8: 0.03), in prefill and step; also with the test_ssm_export recipe",
-}
+KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
 
 
 @pytest.fixture(scope="module")

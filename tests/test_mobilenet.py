@@ -82,18 +82,19 @@ def test_batchnorm_reestimation_makes_logits_depend_on_the_image():
 
 
 def test_residual_adds_between_int8_tensors_are_quantized():
+    """Each residual add reads two observed (int8) tensors and its output is observed too: an int8 add."""
     from edgekit.graph import ModelSource
-    from edgekit.quant.pt2e import export_graph, make_quantizer
+    from edgekit.quant.pt2e import prepare_quant
     from edgekit.quant.spec import QuantSpec
 
     model = create_model("cnn", TINY_V2).eval()
     source = ModelSource("m", model, model.example_inputs(), ("image",), ("logits",), "x", "test", "module")
-    graph = make_quantizer(QuantSpec.parse("int8")).annotate(export_graph(source))
-    adds = [n for n in graph.graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.add.Tensor]
-    assert len(adds) == 2  # the two stride-1, same-width blocks
+    graph = prepare_quant(source, QuantSpec.parse("int8"), []).prepared.graph
+    adds = [n for n in graph.nodes if n.op == "call_function" and n.target is torch.ops.aten.add.Tensor]
+    assert len(adds) == 3  # the three stride-1, same-width blocks (16→16, 24→24, 32→32)
+    observed = lambda n: n.op == "call_module" and "activation_post_process" in str(n.target)
     for add in adds:
-        annotation = add.meta["quantization_annotation"]
-        assert annotation.output_qspec.dtype is torch.int8 and set(annotation.input_qspec_map) == set(add.args)
+        assert all(observed(a) for a in add.args) and [observed(u) for u in add.users] == [True]
 
 
 def _qdq_conv_model():
@@ -146,3 +147,23 @@ def test_edgekit_onnx_session_does_not_spin_and_gives_the_same_outputs(tmp_path)
     assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     plain = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert np.array_equal(session.run(None, x)[0], plain.run(None, x)[0])
+
+
+def test_edgekit_litert_runner_gives_the_plain_interpreters_outputs(tmp_path):
+    """The runner turns on XNNPACK's latest features: same numbers as an interpreter without them."""
+    import litert_torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.converters import CONVERTERS
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU6(), torch.nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    litert_torch.convert(model, (x,)).export(str(tmp_path / "m.tflite"))
+    got = CONVERTERS.get("tflite").runner(tmp_path / "m.tflite", 2)([x.numpy()])[0]
+    plain = Interpreter(model_path=str(tmp_path / "m.tflite"), num_threads=2)
+    plain.allocate_tensors()
+    plain.set_tensor(plain.get_input_details()[0]["index"], x.numpy())
+    plain.invoke()
+    expected = plain.get_tensor(plain.get_output_details()[0]["index"])
+    assert np.abs(expected).max() > 0.1 and np.array_equal(got, expected)

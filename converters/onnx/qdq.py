@@ -24,9 +24,11 @@ def activations_to_uint8(model: Any) -> int:
     made: set[str] = set()
     retyped: set[str] = set()
     changed = 0
-    for node in graph.node:
+    for node in graph.node:  # topological order: a QuantizeLinear comes before the DequantizeLinears it feeds
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
             continue
+        if node.op_type == "DequantizeLinear" and node.input[0] not in retyped:
+            continue  # int8 data that is not ours to retype: a weight initializer (e.g. a per-tensor norm weight)
         zero = inits.get(node.input[2])
         value = numpy_helper.to_array(zero) if zero is not None else None
         if value is None or value.dtype != np.int8 or value.ndim != 0:

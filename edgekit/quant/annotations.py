@@ -1,7 +1,7 @@
 """How edgekit adjusts litert-torch's int8 annotation of a graph before calibration (PT2E observers or NNCF):
 integer and bool edges are never quantized, 1-D convolutions and the ops of ``FLOAT_MODULES`` stay float, a
-conv's output is quantized after its clamp, softplus gets its own input scale. ``ANNOTATION_PASSES`` run in
-order inside the quantizer's ``annotate``."""
+conv's output is quantized after its clamp, softplus gets its own input scale, RMS norms take a float input.
+``ANNOTATION_PASSES`` run in order inside the quantizer's ``annotate``."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from edgekit.models.ssm import SelectiveScan
 FLOAT_MODULES: dict[type, str] = {
     # The SSM's recurrence. Its state accumulates over the whole sequence with a range that differs per head
     # (slow heads hold large values, fast ones small): one int8 scale per tensor lost it. ssm_lm (d_model 128,
-    # 2 layers; fake-quant graph vs fp32, 32 test windows): step ssm_state_out SNR 7.6 dB → 16.9 dB, next-byte
-    # top-1 agreement 84% → 91%; prefill (SSD: the elementwise decays and products between its float
-    # matmuls) ssm_state 12 dB → see tests/test_seq_int8.py. Its ops are elementwise next to the int8 projections.
+    # 2 layers; fake-quant graph vs fp32, 32 test windows): step ssm_state_out SNR 7.6 → 27.8 dB; prefill (SSD:
+    # the elementwise decays and products between its float matmuls) ssm_state 12.2 → 15.5 dB. Its ops are
+    # elementwise, next to the int8 in/out projections; the TFLite step then takes and returns ssm_state float32.
     SelectiveScan: "SSM state recurrence: per-head ranges, an accumulator fed back as the next step's input",
 }
 
