@@ -270,7 +270,7 @@ def test_convert_a_checkpoint_with_labels_and_progress_tells_what_it_wrote(tiny_
     bundle = edgekit.convert(tiny_run[1] / "checkpoint", to=["onnx"], quant=edgekit.QuantSpec.parse("int8",
                              calib_samples=16), labels=labels, out=tmp_path / "b", progress=lines.append)
     assert bundle.manifest.labels == [f"digit {i}" for i in range(10)]
-    assert any(line.startswith("calibrating on digits train split (16)") for line in lines), lines
+    assert any(line.startswith("calibrating (histogram observers) on digits train split (16)") for line in lines), lines
     (entry,) = bundle.written
     assert entry.file == "api_tiny_int8.onnx" and entry.status == "verified"
     assert [r["artifact"] for r in bundle.rows()] == ["api_tiny_int8.onnx"] and "test split" in bundle.verified_on

@@ -114,6 +114,10 @@ KNOWN_GAPS = {
     ("vit", "int8", "coreml"): (VIT_INT8, False),
     ("vit", "int8", "tflite"): ("LiteRT static int8 ViT: 89–93% top-1 agreement where ONNX Runtime and Core ML keep "
                                 "96–97% from the same calibrated graph (the TFLite int8 lowering adds error)", True),
+    # since residual adds run in int8 and ONNX activations are uint8 (issue 21's speed work): 97% top-1 agreement
+    # on the 100 samples (3 flips) where TFLite and Core ML from the same calibration pass; not yet traced
+    ("mobilenet", "int8", "onnx"): ("ONNX Runtime int8 MobileNetV2 (7-bit weights, uint8 activations, int8 residual "
+                                    "adds): 97% top-1 agreement, 98% required", False),
 }
 
 
