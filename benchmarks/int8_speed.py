@@ -206,19 +206,19 @@ def tflite_ops(path: Path) -> dict[str, Any]:
 
 def option_variants(path: Path, x: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
     """Runtime settings edgekit's runners do not use, on the same file, to time beside them: ONNX Runtime with
-    its default spin-waiting worker threads, LiteRT without XNNPACK's flag-protected latest features."""
+    worker threads that block instead of spin-waiting, LiteRT with XNNPACK's flag-protected latest features."""
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x}
-        return {"spinning": lambda: session.run(None, feed)}
+        return {"no-spinning": lambda: session.run(None, feed)}
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_default_delegate_latest_features=False)
+    interpreter = Interpreter(model_path=str(path), num_threads=threads, experimental_default_delegate_latest_features=True)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     scale, zero = detail["quantization"]
@@ -228,7 +228,7 @@ def option_variants(path: Path, x: np.ndarray, threads: int) -> dict[str, Callab
         interpreter.set_tensor(detail["index"], value)
         interpreter.invoke()
 
-    return {"xnnpack-default-features": call}
+    return {"xnnpack-latest": call}
 
 
 def time_variants(variants: dict[str, dict], data: Any, args: argparse.Namespace) -> tuple[dict, dict]:

@@ -1,5 +1,5 @@
 """MobileNetV2's inverted residual in the cnn family, its 224 preset, BatchNorm re-estimation on photo crops,
-the residual-add int8 annotation, the uint8 activation form of int8 ONNX, and ONNX Runtime's session settings."""
+the residual-add int8 annotation and the uint8 activation form of int8 ONNX."""
 
 from __future__ import annotations
 
@@ -133,37 +133,3 @@ def test_uint8_activations_give_identical_onnx_runtime_outputs(tmp_path):
     out = [ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, x)[0]
            for f in ("s8.onnx", "u8.onnx")]
     assert np.abs(out[0]).max() > 0.5 and np.array_equal(out[0], out[1])
-
-
-def test_edgekit_onnx_session_does_not_spin_and_gives_the_same_outputs(tmp_path):
-    import onnx
-    import onnxruntime as ort
-
-    from edgekit.converters.onnx.export import open_session
-
-    onnx.save(_qdq_conv_model(), tmp_path / "m.onnx")
-    x = {"x": np.random.default_rng(2).normal(0, 1, (1, 4, 3, 3)).astype(np.float32)}
-    session = open_session(tmp_path / "m.onnx", 2)
-    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    plain = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    assert np.array_equal(session.run(None, x)[0], plain.run(None, x)[0])
-
-
-def test_edgekit_litert_runner_gives_the_plain_interpreters_outputs(tmp_path):
-    """The runner turns on XNNPACK's latest features: same numbers as an interpreter without them."""
-    import litert_torch
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgekit.converters import CONVERTERS
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU6(), torch.nn.Conv2d(8, 4, 1)).eval()
-    x = torch.randn(1, 3, 16, 16)
-    litert_torch.convert(model, (x,)).export(str(tmp_path / "m.tflite"))
-    got = CONVERTERS.get("tflite").runner(tmp_path / "m.tflite", 2)([x.numpy()])[0]
-    plain = Interpreter(model_path=str(tmp_path / "m.tflite"), num_threads=2)
-    plain.allocate_tensors()
-    plain.set_tensor(plain.get_input_details()[0]["index"], x.numpy())
-    plain.invoke()
-    expected = plain.get_tensor(plain.get_output_details()[0]["index"])
-    assert np.abs(expected).max() > 0.1 and np.array_equal(got, expected)

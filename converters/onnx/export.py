@@ -158,10 +158,6 @@ def open_session(path: Path, threads: int):
     ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
-    # Worker threads block between calls instead of spin-waiting: on a host shared with other sessions or
-    # processes (interleaved timing, a loaded 2-core machine) spinning threads take the cores the next call
-    # needs. MobileNetV2-224, 2 threads, interleaved: fp32 22.4 → 10.2 ms, int8 17.6 → 9.3 ms (int8_speed.py).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         for key, value in _session_config(path).items():
             options.add_session_config_entry(key, value)

@@ -233,10 +233,7 @@ def _load_interpreter(path: Path, threads: int):
     interp_mod = require("ai_edge_litert.interpreter", "tflite")
     try:
         with quiet():
-            # XNNPACK's flag-protected features: MobileNetV2-224 int8 4.60 → 3.60 ms, fp32 7.15 → 6.95 ms, 2 threads,
-            # interleaved, outputs bit-identical (benchmarks/int8_speed.py)
-            return interp_mod.Interpreter(model_path=str(path), num_threads=threads,
-                                          experimental_default_delegate_latest_features=True)
+            return interp_mod.Interpreter(model_path=str(path), num_threads=threads)
     except (ValueError, RuntimeError) as exc:
         raise EdgekitError(f"the LiteRT interpreter cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
 

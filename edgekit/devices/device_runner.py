@@ -30,10 +30,7 @@ def _litert(path, threads, rng):
     except ImportError:
         from tflite_runtime.interpreter import Interpreter  # older boards
         version = "tflite-runtime"
-    try:  # XNNPACK's flag-protected features, as edgekit's host runner (converters/tflite/export.py)
-        interp = Interpreter(model_path=path, num_threads=threads, experimental_default_delegate_latest_features=True)
-    except TypeError:  # an older tflite-runtime without the argument
-        interp = Interpreter(model_path=path, num_threads=threads)
+    interp = Interpreter(model_path=path, num_threads=threads)
     interp.allocate_tensors()
     for d in interp.get_input_details():
         interp.set_tensor(d["index"], _random_input(d["shape"].tolist(), d["dtype"], rng))
@@ -46,7 +43,6 @@ def _onnxruntime(path, threads, rng):
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as edgekit's host runner (onnx/export.py)
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     config = json.loads(sess.get_modelmeta().custom_metadata_map.get("onnxruntime_session_config", "{}"))
     if config:  # what the model's metadata asks apps to set (int8-weight: fold int8 weights at load)
