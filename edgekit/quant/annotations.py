@@ -138,7 +138,7 @@ def _int8_output(node: Any) -> Any:
 
 
 def _quantize_residual_adds(model: torch.fx.GraphModule) -> None:
-    """(helper H2, int8 speed) Run an add of two int8 tensors (a MobileNetV2 / ResNet residual) in int8, its
+    """Run an add of two int8 tensors (a MobileNetV2 / ResNet residual) in int8, its
     output quantized. litert-torch's ``add`` annotator finds adds by ``source_fn_stack``, which torch 2.13's
     export no longer records, so every residual add stayed float (dequantize → add → quantize); in ONNX
     Runtime a float add feeding the next block's add kept 9 of MobileNetV2's 10 adds out of QLinearAdd.
