@@ -16,6 +16,7 @@ import torch
 
 from edgekit.errors import EdgekitError, UnsupportedOpError
 from edgekit.graph import ModelSource, NamedGraph, Runner, RunnerUnavailable
+from edgekit.placement import Placement
 from edgekit.quiet import FORMAT_SUFFIXES
 from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
 from edgekit.registry import Registry
@@ -79,6 +80,7 @@ class Converter(abc.ABC):
     quant_methods: QuantMethods | None = None  # scheme → how this format writes it (None: fp32 only)
     extra: str = ""  # the pip extra that installs this converter's packages
     multi_graph_schemes: tuple[str, ...] = ("fp32",)  # QuantSpec schemes ``export_many`` can write
+    accelerators: tuple[str, ...] = ()  # what ``placement`` answers for (edgekit.placement.ACCELERATORS)
 
     @abc.abstractmethod
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
@@ -151,6 +153,12 @@ class Converter(abc.ABC):
         """Graphs only this format offers for a model whose graphs and references are ``graphs``
         (e.g. Core ML's step graph with the states held by the model); none by default."""
         return []
+
+    def placement(self, path: Path, accelerator: str) -> Placement:
+        """Where the artifact's ops run on ``accelerator`` (one of ``self.accelerators``): predicted by rules or
+        measured by the runtime, whichever this machine can do; ``Placement.not_run`` says when neither."""
+        raise EdgekitError(f"the {self.name} converter reports no placement; it answers for: "
+                           f"{', '.join(self.accelerators) or '(none)'}")
 
     def reference_runner(self, path: Path, variant: str | None = None) -> Runner | None:
         """A reference evaluation of the artifact's arithmetic (of graph ``variant``), for when its

@@ -95,3 +95,24 @@ def test_coreml_runtime_matches_pytorch_and_mil_reference(tmp_path: Path, precis
     assert agree / SAMPLES >= tol.min_top1_agreement
     # Apple's kernels and the reference agree to the program's own precision
     assert runtime_vs_mil <= tol.max_abs_diff, f"Core ML vs MIL reference: max |Δ| {runtime_vs_mil:.3g}"
+
+
+def test_compute_plan_reports_the_neural_engine_beside_the_lint(tmp_path: Path) -> None:
+    """Issue 22: on a Mac, ``placement(path, "ane")`` is Core ML's own compute plan (preferred device per op),
+    with the written-rules lint's prediction in its notes; both describe the same ops by name."""
+    from edgekit import CONVERTERS
+    from edgekit.converters.coreml.placement import compute_plan_unavailable, lint_package
+
+    if (why := compute_plan_unavailable()) is not None:
+        pytest.skip(why)
+    path = tmp_path / "cnn_fp16.mlpackage"
+    _convert(_cnn(), torch.randn(1, 1, 32, 32), "fp16", path)
+    report = CONVERTERS.get("coreml").placement(path, "ane")
+    lint = lint_package(path)
+    assert report.source == "MLComputePlan" and report.known, report.not_run
+    assert any(n.startswith("lint predicted: ane ") for n in report.notes), report.notes
+    measured, predicted = {o.name for o in report.ops}, {o.name for o in lint.ops}
+    assert len(measured & predicted) >= 0.9 * len(measured), (sorted(measured - predicted), sorted(predicted))
+    assert "conv" in {o.op for o in report.ops}
+    # what Core ML planned, for the record (the ANE share depends on the chip and the OS)
+    print(f"MLComputePlan: {report.summary()}; {report.to_dict()['op_types_off']}; lint: {lint.summary()}")

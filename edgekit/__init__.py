@@ -22,6 +22,7 @@ _PUBLIC = {
     "RunnerUnavailable": "edgekit.graph", "time_interleaved": "edgekit.benchmarking.stats",
     "ADAPTER_SIZE_GOAL": "edgekit.adapter_bundle", "AdbBenchOptions": "edgekit.devices.adb_bench",
     "bundled_recipes": "edgekit.recipe", "adb_devices": "edgekit.devices.device_info", "check_npu_target": "edgekit.npu", "open_step_session": "edgekit.generate",
+    **dict.fromkeys(["ACCELERATORS", "Placement", "PlacementGateFailed"], "edgekit.placement"),
     # registries a user extends, from the modules that fill them with the built-in entries
     **dict.fromkeys(["CONVERTERS", "Converter", "register_converter"], "edgekit.converters"),
     **dict.fromkeys(["FAMILIES", "EdgeModel"], "edgekit.models"), "register_family": "edgekit.models.base",

@@ -59,6 +59,7 @@ class ArtifactEntry:
     states: list[dict[str, Any]] = field(default_factory=list)  # held inside the model across calls (Core ML MLState)
     usage: str = ""  # how an app calls it, when that is more than inputs → outputs (e.g. a stateful step graph)
     graph_changes: list[str] = field(default_factory=list)  # what conversion did to the graph (rewrites, I/O casts)
+    placement: dict[str, Any] = field(default_factory=dict)  # accelerator → edgekit.placement.Placement.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +139,7 @@ _ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "size_bytes": (int, _OPTIONAL), "sha256": (str, _OPTIONAL), "inputs": (list,), "outputs": (list,),
     "op_histogram": (dict,), "verification": (dict,), "error": (str, _OPTIONAL), "compiled_for": (str, _OPTIONAL),
     "graph": (str,), "variants": (list,), "states": (list,), "usage": (str,),
-    "graph_changes": (list,)}
+    "graph_changes": (list,), "placement": (dict,)}
 _VARIANT_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "select": (dict,)}
 _REQUIRED_ENTRY = ("format", "precision", "status")
 

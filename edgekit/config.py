@@ -74,6 +74,8 @@ KEY_BOUNDS: dict[str, Bound] = {
     "weight_decay": NON_NEGATIVE,
     "warmup": NON_NEGATIVE,
     "accuracy_budget": ANY,  # < 0 means "none"
+    "min_sqnr_db": ANY,  # < 0 means "none"
+    "min_coverage": Bound(0, 100),  # percent of ops on the required accelerator
 }
 
 

@@ -18,6 +18,7 @@ from edgekit.debuglog import log_traceback
 from edgekit.errors import EdgekitError, first_line
 from edgekit.io import (ARTIFACT, atomic_output, check_output_dir, hold_interrupts, remove_stale_staging, sha256_path,
                         size_bytes)
+from edgekit.placement import Placement
 from edgekit.progress import progress_bar
 from edgekit.quant.plan import QuantPlan, plan_quantization
 from edgekit.quant.spec import QuantSpec
@@ -187,9 +188,25 @@ def convert_one(
         entry.verification["quantization"] = plan.summary()
         if entry.verification["status"] == "failed":
             raise VerificationFailed(failure_text(conv.name, entry.verification))
+        entry.placement = placement_of(conv, staged)
         entry.size_bytes, entry.sha256 = size_bytes(staged), sha256_path(staged)
 
     return write_entry(entry, bundle / name, fill, record)
+
+
+def placement_of(conv: Converter, path: Path) -> dict[str, Any]:
+    """The manifest's ``placement``: per accelerator the format can target, where the artifact's ops run. A
+    placement that fails to be determined is recorded as not run (with why); it never fails the artifact."""
+    found = {}
+    for accelerator in conv.accelerators:
+        try:
+            report = conv.placement(path, accelerator)
+        except Exception as exc:  # noqa: BLE001 - a placement analysis is advice; the artifact stands
+            log_traceback(exc, f"{conv.name} placement {accelerator}")
+            report = Placement(accelerator, "error", not_run=f"placement failed: {type(exc).__name__}: "
+                                                            f"{first_line(exc, 200, '(no message)')}")
+        found[accelerator] = report.to_dict()
+    return found
 
 
 class StageFailed(EdgekitError):

@@ -16,6 +16,7 @@ from edgekit.converters.base import CONVERTERS, ModelSource
 from edgekit.conversion import convert_graphs
 from edgekit.io import atomic_write_text, check_output_dir
 from edgekit.lora.step import adapt_step
+from edgekit.placement import PlacementGateFailed, check_required
 from edgekit.progress import status
 from edgekit.recipe import BenchSpec, Recipe
 from edgekit.report.rows import build_rows
@@ -35,7 +36,8 @@ class RunOutcome:
 
     @property
     def ok(self) -> bool:
-        return all(r["status"] != FAILED for r in self.rows)
+        gate = self.report.get("placement_gate") or {}
+        return all(r["status"] != FAILED for r in self.rows) and gate.get("passed", True)
 
 
 def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> RunOutcome:
@@ -60,6 +62,7 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
                               quant=recipe.export.quant_spec(), threads=recipe.bench.threads,
                               overwrite=overwrite, progress=status)
     clock.lap("convert_and_verify")
+    gate = placement_gate(manifest, recipe)
     status(f"[bold]3/4 bench[/] {recipe.bench.threads} threads, {recipe.bench.warmup} warm-up, {recipe.bench.runs} runs")
     results = bench_everything(sources, out / "bundle", manifest, references, recipe.bench)
     clock.lap("bench")
@@ -71,8 +74,23 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
     status("[bold]4/4 report[/]")
     return write_report(out / REPORT, results, manifest, reference, rows=rows, extra={"bundle": str(out / "bundle"),
         "recipe": recipe.to_dict(), "checkpoint": str(checkpoint), "training": trained.metrics,
-        "stage_seconds": clock.laps, **extra,
+        "stage_seconds": clock.laps, **({"placement_gate": gate} if gate else {}), **extra,
     })
+
+
+def placement_gate(manifest: Manifest, recipe: Recipe) -> dict[str, Any] | None:
+    """The recipe's ``[export] require`` gate on the bundle (None without one): passed or the reason; a failed gate
+    fails the run after it finished (its report is written), as ``edgekit convert --require`` does."""
+    export = recipe.export
+    if not export.require:
+        return None
+    gate: dict[str, Any] = {"require": export.require, "min_coverage": export.min_coverage}
+    try:
+        gate.update(passed=True, lines=check_required(manifest.artifacts, export.require, export.min_coverage / 100))
+    except PlacementGateFailed as exc:
+        gate.update(passed=False, message=str(exc))
+        status(f"[bold red]placement gate failed[/]: {exc}")
+    return gate
 
 
 def _adapter_bundle(recipe: Recipe, checkpoint: Path, adapted, out: Path, manifest: Manifest,

@@ -14,6 +14,7 @@ from edgekit.data import DATASETS
 from edgekit.errors import EdgekitError
 from edgekit.lora.domains import DOMAINS
 from edgekit.models import FAMILIES
+from edgekit.placement import ACCELERATORS
 from edgekit.quant.spec import QuantSpec
 from edgekit.training.augment import AUGMENTATIONS
 
@@ -39,16 +40,26 @@ class ExportSpec:
     calib_method: str = "histogram"  # int8: histogram, minmax, nncf, nncf-smoothquant or nncf-bias-correction
     smooth_quant_alpha: float = -1.0  # nncf-smoothquant: SmoothQuant alpha 0..1; < 0 = NNCF's default
     accuracy_budget: float = -1.0  # int8: allowed accuracy drop in points (mixed precision); < 0 = none
+    min_sqnr_db: float = -1.0  # int8: output SQNR goal in dB vs fp32 (mixed precision); < 0 = none
     qat_epochs: int = 0  # int8: quantization-aware fine-tuning epochs after calibration (0 = PTQ only)
+    require: str = ""  # placement gate: ane, gpu, npu or xnnpack ("" = none); the run fails when coverage is short
+    min_coverage: float = 100.0  # with require: the share of ops (percent) that must run on the accelerator
+
+    def __post_init__(self) -> None:
+        if self.require and self.require not in ACCELERATORS:
+            raise EdgekitError(f"[export] require = {self.require!r}: choose one of {', '.join(ACCELERATORS)} "
+                               f"(or leave it out)")
 
     def quant_spec(self) -> QuantSpec:
         """The QuantSpec this export asks for: the one `edgekit convert` builds from the same settings
         (``--quant``, ``--calib-samples``, ``--calib-method``, ``--smooth-quant-alpha``, ``--accuracy-budget``,
-        ``--qat``); calibration data is the training split. Raises EdgekitError when the settings do not go together."""
+        ``--min-sqnr``, ``--qat``); calibration data is the training split. Raises EdgekitError when the settings do
+        not go together."""
         return QuantSpec.parse(self.precision, calib_samples=self.calib_samples, qat_epochs=self.qat_epochs,
                                calib_method=self.calib_method,
                                smooth_quant_alpha=self.smooth_quant_alpha if self.smooth_quant_alpha >= 0 else None,
-                               budget_points=self.accuracy_budget if self.accuracy_budget >= 0 else None)
+                               budget_points=self.accuracy_budget if self.accuracy_budget >= 0 else None,
+                               min_sqnr_db=self.min_sqnr_db if self.min_sqnr_db >= 0 else None)
 
 
 @dataclass(frozen=True)

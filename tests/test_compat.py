@@ -183,6 +183,19 @@ def test_coreml_load_milproto_of_a_saved_package(mlpackage):
         assert "linear" in ops and "relu" in ops, ops
 
 
+def test_coreml_blob_reader_reads_a_saved_weight(mlpackage):
+    ct = pytest.importorskip("coremltools")
+    spec = ct.models.utils.load_spec(str(mlpackage))
+    block = spec.mlProgram.functions["main"].block_specializations["CoreML6"]
+    blob = next(op for op in block.operations if op.type == "const"
+                and op.attributes["val"].WhichOneof("value") == "blobFileValue")
+    shape = [d.constant.size for d in blob.outputs[0].type.tensorType.dimensions]
+    with coreml():
+        reader = coreml_compat.blob_reader(str(mlpackage / "Data/com.apple.CoreML/weights/weight.bin"))
+        values = np.frombuffer(reader.read_fp16_data(blob.attributes["val"].blobFileValue.offset).tobytes(), np.float16)
+    assert values.size == int(np.prod(shape)) > 1 and np.isfinite(values).all() and np.abs(values).max() > 0
+
+
 def test_coreml_has_own_value_inference():
     mb = pytest.importorskip("coremltools.converters.mil.mil").Builder
 

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgekit.errors", "edgekit.registry", "edgekit.config", "edgekit.progress", "edgekit.versions",
      "edgekit.debuglog", "edgekit.io", "edgekit.outdir", "edgekit.artifact", "edgekit.graph", "edgekit.quant.spec",
      "edgekit.quiet", "edgekit._reaper", "edgekit.benchmarking.stats", "edgekit.benchmarking.result", "edgekit.report.table",
-     "edgekit.verify.tolerances"),
+     "edgekit.verify.tolerances", "edgekit.placement"),
     # 1 the model side: families, data, checkpoints, .pt2 reading, numeric parity
     ("edgekit.models", "edgekit.data", "edgekit.checkpoint", "edgekit.pt2", "edgekit.sample_inputs", "edgekit.verify.parity",
      "edgekit.verify", "edgekit.training.augment", "edgekit.training.tasks"),

@@ -116,3 +116,12 @@ def has_own_value_inference(op: Any) -> bool:
     from coremltools.converters.mil.mil.operation import Operation
 
     return type(op).value_inference is not Operation.value_inference
+
+
+def blob_reader(weight_file: str) -> Any:
+    """A reader of a saved ML program's weight file (``read_fp16_data(offset)``, ``read_float_data(offset)``):
+    ``coremltools.libmilstoragepython._BlobStorageReader``, which ``frontend.milproto.load`` uses."""
+    require("coremltools", "coreml")
+    from coremltools.libmilstoragepython import _BlobStorageReader
+
+    return _BlobStorageReader(weight_file)

@@ -18,9 +18,11 @@ from edgekit.converters.base import (
 from edgekit.converters.coreml.adapters import write_multifunction
 from edgekit.converters.coreml.compress import QUANT
 from edgekit.converters.coreml.mil_reference import MilEvaluator, load_program
+from edgekit.converters.coreml.placement import ane_placement
 from edgekit.converters.coreml.stateful import convert_stateful, state_runner, stateful_graphs
 from edgekit.errors import EdgekitError, require
 from edgekit.graph import NamedGraph
+from edgekit.placement import Placement
 from edgekit.quant.spec import QuantSpec
 
 _DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}  # ArrayFeatureType
@@ -41,6 +43,7 @@ class CoreMLConverter(Converter):
     # several graphs as functions of one .mlpackage (adapters.py); weight-only schemes quantize each function
     # before merging; W8A8 would need a calibration per graph
     multi_graph_schemes = ("fp32", "fp16", "int8-weight", "int4-weight", "palettize")
+    accelerators = ("ane",)  # placement.py: the Neural Engine lint anywhere, MLComputePlan on macOS
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
                *, prepared: Any = None) -> list[str]:
@@ -100,6 +103,13 @@ class CoreMLConverter(Converter):
             raise
         except Exception as exc:
             raise conversion_error(self.name, exc) from exc
+
+    def placement(self, path: Path, accelerator: str) -> Placement:
+        """Neural Engine placement: MLComputePlan on macOS, else the written-rules lint (placement.py)."""
+        if accelerator not in self.accelerators:
+            return super().placement(path, accelerator)
+        require("coremltools", self.extra)
+        return ane_placement(path)
 
     def reference_runner(self, path: Path, variant: str | None = None) -> Runner | None:
         """The saved ML Program (function ``variant``) evaluated op by op in NumPy (method "mil-reference")."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgekit.quiet import quiet
 from edgekit.converters.base import (
@@ -14,15 +14,17 @@ from edgekit.converters.base import (
 )
 from edgekit.converters.onnx.adapters import adapter_switcher, graph_weights, write_adapters
 from edgekit.errors import EdgekitError, first_line, require
+from edgekit.converters.onnx.placement import onnx_placement
 from edgekit.converters.onnx.qdq import activations_to_uint8
+from edgekit.converters.onnx.session import SESSION_CONFIG_KEY, open_session
 from edgekit.converters.onnx.weights import quantize_weights_int8
 from edgekit.graph import NamedGraph
+from edgekit.placement import Placement
 from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
 
 METADATA_KEY = "edgekit"
 ORT_WEIGHT_QMAX = 63  # 7-bit int8 weights: ORT's x86 int8 convolutions saturate with full-range weights
 QUANT: QuantMethods = QuantMethods("onnx")  # scheme → fn(source, path, spec, prepared) writing the .onnx
-SESSION_CONFIG_KEY = "onnxruntime_session_config"  # metadata entry: session config an app should set
 # precision → ONNX Runtime session config entries stored in the model for apps (and applied by the runner).
 # Weight-only int8: let ORT fold each DequantizeLinear of an int8 weight into a float weight when the
 # session loads; by default it keeps them (for QDQ fusion) and dequantizes on every call (2.7x slower).
@@ -37,6 +39,7 @@ class OnnxConverter(Converter):
     quant_methods = QUANT
     # several graphs in one .onnx (adapters.py); int8-weight: shared and per-graph weights int8 (DequantizeLinear)
     multi_graph_schemes = ("fp32", "int8-weight")
+    accelerators = ("xnnpack", "npu")  # placement.py: the EP that runs each node, where the wheel has it
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
                *, prepared: Any = None) -> None:
@@ -74,6 +77,10 @@ class OnnxConverter(Converter):
         """One session; each variant's ``.onnx_adapter`` is loaded once and activated per call."""
         return adapter_switcher(open_session(path, threads), path)
 
+    def placement(self, path: Path, accelerator: str) -> Placement:
+        """Which execution provider runs each node (``converters/onnx/placement.py``)."""
+        return onnx_placement(path, accelerator)
+
     def export_many(self, graphs: list[NamedGraph], path: Path, quant: QuantSpec | str,
                     metadata: dict[str, Any]) -> Written:
         """One .onnx for every graph: the weights that differ between them are inputs defaulting to zeros,
@@ -91,9 +98,10 @@ class OnnxConverter(Converter):
             graph_weights(graphs)
 
 
-def export_program(program, source: ModelSource, path: Path) -> None:
+def export_program(program, source: ModelSource, path: Path, rewrite: Callable[[Any], Any] | None = None) -> None:
     """Export with the dynamo exporter, without its per-node provenance (``pkg.torch.*`` metadata
-    props: module paths and stack traces, ~7% of an fp32 CNN's file and ~3x its int8 weights)."""
+    props: module paths and stack traces, ~7% of an fp32 CNN's file and ~3x its int8 weights);
+    ``rewrite(model_proto)`` edits the in-memory model before the one write."""
     import onnx
     import torch
 
@@ -102,6 +110,8 @@ def export_program(program, source: ModelSource, path: Path) -> None:
     model = onnx_program.model_proto
     for node in model.graph.node:
         del node.metadata_props[:]
+    if rewrite is not None:
+        rewrite(model)
     onnx.save(model, str(path))
 
 
@@ -117,13 +127,9 @@ def _int8_static(source: ModelSource, path: Path, spec: QuantSpec, prepared: Any
 
     if prepared is None:
         raise EdgekitError("onnx int8 export needs a calibrated graph (edgekit.quant.plan_quantization)")
-    import onnx
-
     graph = prepared.converted(fold_quantize=True, weight_qmax=ORT_WEIGHT_QMAX)
-    export_program(torch.export.export(graph, source.example_inputs), source, path)
-    model = onnx.load(str(path))
-    activations_to_uint8(model)  # ORT's x86 kernels' U8S8 form: every int8 conv and add fused (qdq.py)
-    onnx.save(model, str(path))
+    # activations as uint8: ORT's x86 kernels' U8S8 form, so every int8 conv and add is fused (qdq.py)
+    export_program(torch.export.export(graph, source.example_inputs), source, path, rewrite=activations_to_uint8)
 
 
 @QUANT.register(Scheme.INT8_WEIGHT)
@@ -150,27 +156,6 @@ def _int8_dynamic(source: ModelSource, path: Path, spec: QuantSpec, prepared: An
         _fp32(source, fp32, spec, None)
         quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8,
                          per_channel=spec.granularity.value == "per-channel")
-
-
-def open_session(path: Path, threads: int):
-    """An ONNX Runtime CPU session on ``path`` with ``threads`` intra-op threads, quiet, and the session
-    config entries the model's metadata asks for (``SESSION_CONFIG``)."""
-    ort = require("onnxruntime", "onnx")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
-    try:
-        for key, value in _session_config(path).items():
-            options.add_session_config_entry(key, value)
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EdgekitError(f"ONNX Runtime cannot load {path}: {first_line(exc, 300)}") from None
-
-
-def _session_config(path: Path) -> dict[str, str]:
-    """The session config entries stored in the model's metadata (none for most precisions)."""
-    onnx = require("onnx", "onnx")
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return json.loads(props.get(SESSION_CONFIG_KEY, "{}"))
 
 
 def embed_metadata(path: Path, metadata: dict[str, Any]) -> None:

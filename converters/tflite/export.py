@@ -23,6 +23,8 @@ from edgekit.converters.tflite.rewrites import private_dequantize
 from edgekit.converters.tflite.tensors import IONames, feed_value, name_io, signature_order
 from edgekit.errors import EdgekitError, require
 from edgekit.graph import NamedGraph
+from edgekit.converters.tflite.placement import tflite_placement
+from edgekit.placement import Placement
 from edgekit.quant.spec import QuantMethods, QuantSpec, Scheme
 
 METADATA_NAME = "edgekit"  # name of the flatbuffer metadata entry holding edgekit's JSON
@@ -38,6 +40,7 @@ class TFLiteConverter(Converter):
     # several graphs as signatures of one .tflite (adapters.py); weight-only schemes quantize the written
     # file (ai-edge-quantizer), so shared weights stay shared
     multi_graph_schemes = ("fp32", "int8-weight", "int4-weight")
+    accelerators = ("xnnpack", "gpu", "npu")  # placement.py: observed on XNNPACK here; GPU and NPU need a phone
 
     def export(self, source: ModelSource, path: Path, quant: QuantSpec | str, metadata: dict[str, Any],
                *, prepared: Any = None) -> list[str]:
@@ -64,6 +67,10 @@ class TFLiteConverter(Converter):
             op_histogram=dict(ops),
             metadata=read_metadata(path),
         )
+
+    def placement(self, path: Path, accelerator: str) -> Placement:
+        """Where the ops run on ``accelerator`` (``converters/tflite/placement.py``)."""
+        return tflite_placement(path, accelerator)
 
     def export_many(self, graphs: list[NamedGraph], path: Path, quant: QuantSpec | str,
                     metadata: dict[str, Any]) -> Written:

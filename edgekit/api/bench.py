@@ -65,6 +65,25 @@ class BenchReport:
         """No row failed."""
         return all(r["status"] != "failed" for r in self.rows)
 
+    def check_placement(self, accelerator: str, min_coverage: float = 1.0) -> list[str]:
+        """The ``--require`` gate on the benchmarked artifacts: the placement measured where they ran (a phone's
+        delegate log) where there is one, else the one recorded in the bundle at convert time. Returns one line per
+        artifact that passed; raises ``edgekit.placement.PlacementGateFailed`` naming the first that did not."""
+        from edgekit.placement import check_required
+
+        recorded = {e.file: e.placement for e in self.manifest.artifacts} if self.manifest else {}
+        judged = [_Placed(r.artifact, r.extra.get("placement") or recorded.get(r.artifact.partition("#")[0]) or {})
+                  for r in self.results if r.format != "pytorch" and not r.status.startswith("failed")]
+        return check_required(judged, accelerator, min_coverage)
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """What the gate reads of one benchmarked artifact."""
+
+    file: str
+    placement: dict[str, Any]
+
 
 def bench(target: str | Path, *, device: str = "host", threads: int | None = None, warmup: int | None = None,
           runs: int | None = None, options: Any = None, source: str | Path | None = None,

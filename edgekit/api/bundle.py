@@ -72,6 +72,15 @@ class Bundle:
         formats, graphs = {e.format for e in self.written}, {e.graph for e in self.written}
         return [r for r in rows if r["format"] in formats and r["graph"] in graphs]
 
+    def check_placement(self, accelerator: str, min_coverage: float = 1.0) -> list[str]:
+        """The ``--require`` gate on the artifacts this call wrote (a loaded bundle: on all of them): each one
+        whose format can target ``accelerator`` must have at least ``min_coverage`` (0..1) of its ops on it.
+        Returns one line per artifact that passed; raises ``edgekit.placement.PlacementGateFailed`` naming the
+        first that did not and its first offending ops."""
+        from edgekit.placement import check_required
+
+        return check_required(self.written or self.manifest.artifacts, accelerator, min_coverage)
+
     def reference(self, graph: str = "") -> ReferenceData:
         """The golden data saved beside the artifacts (of ``graph``): ``.inputs`` (one tuple of batch-1 arrays
         per sample), PyTorch's ``.outputs`` and ``.labels`` where known."""

@@ -212,7 +212,8 @@ def _write(sources: list[ModelSource], references: list[ReferenceData], formats:
 def _no_adapter_extras(npu: str | None, spec: QuantSpec, calib_array: np.ndarray | None) -> None:
     """What a base + adapters bundle cannot take (say it with the CLI's flags, as the library's messages do)."""
     given = (("--npu", npu is not None), ("--calib", spec.calib_source is not None or calib_array is not None),
-             ("--qat", spec.qat_epochs > 0), ("--accuracy-budget", spec.budget_points is not None))
+             ("--qat", spec.qat_epochs > 0), ("--accuracy-budget", spec.budget_points is not None),
+             ("--min-sqnr", spec.min_sqnr_db is not None))
     unsupported = [flag for flag, present in given if present]
     if unsupported:
         raise EdgekitError(f"{unsupported[0]} does not apply to --adapters bundles; merge one adapter with --adapter")

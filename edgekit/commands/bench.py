@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, show_rows
-from edgekit.commands.validate import non_negative_int, positive_int
+from edgekit.commands.validate import add_require_flags, non_negative_int, positive_int
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -22,6 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=Path, metavar="PATH",
                    help="the bundle's source model for the PyTorch row (checkpoint folder or .pt2; its sha256 must be "
                         "the recorded one); without it, the recorded source only when outside the bundle and unchanged")
+    add_require_flags(p)
     add_json_flag(p)
     from edgekit.commands.devices import add_adb_bench_arguments
 
@@ -36,4 +37,9 @@ def run(args: argparse.Namespace) -> int:
     report = edgekit.bench(args.target, device=args.device, threads=args.threads, warmup=args.warmup, runs=args.runs,
                            options=flag_options(args), source=args.source, out=args.out, overwrite=args.overwrite)
     show_rows(args, report.rows, f"bench on {args.device}, {args.threads} threads")
+    if args.require:  # after the table: the timings are shown, the gate decides the exit code
+        from edgekit.progress import status
+
+        for line in report.check_placement(args.require, args.min_coverage / 100):
+            status(f"placement: {line}")
     return 0 if report.ok else 1

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from edgekit.commands.base import command
 from edgekit.commands.output import add_json_flag, print_json, stdout_to_stderr
-from edgekit.commands.validate import format_list, non_negative_float, non_negative_int, npu_target, positive_int
+from edgekit.commands.validate import (add_require_flags, float_in, format_list, non_negative_float, non_negative_int,
+                                       npu_target, positive_int)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -37,6 +38,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="nncf-smoothquant: migration strength 0..1 (default: NNCF's, 0.95 for linear layers)")
     p.add_argument("--accuracy-budget", type=non_negative_float, metavar="POINTS",
                    help="int8: keep the most sensitive layers in float until the accuracy drop is within POINTS")
+    p.add_argument("--min-sqnr", type=float_in(0, 100, low_open=True), metavar="DB",
+                   help="int8: keep the most sensitive layers in float until the output SQNR vs fp32 reaches DB "
+                        "(with --accuracy-budget: until both hold)")
     p.add_argument("--qat", type=non_negative_int, nargs="?", const=1, default=0, metavar="EPOCHS",
                    help="int8: fine-tune with fake quantization after calibration (default 1 epoch)")
     p.add_argument("--out", type=Path, help="bundle folder (default: beside the model)")
@@ -55,6 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                            "(TFLite signatures, Core ML functions, ONNX + .onnx_adapter files)")
     p.add_argument("--npu", metavar="VENDOR:SOC", type=npu_target,
                    help="also compile the TFLite artifact ahead of time for an NPU, e.g. qualcomm:SM8650")
+    add_require_flags(p)
     add_json_flag(p)
 
 
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     method = {"calib_method": args.calib_method} if args.calib_method else {}  # else the spec's default
     spec = edgekit.QuantSpec.parse(args.quant or args.precision, calib_source=args.calib,
                                    calib_samples=args.calib_samples, budget_points=args.accuracy_budget,
+                                   min_sqnr_db=args.min_sqnr,
                                    qat_epochs=args.qat, smooth_quant_alpha=args.smooth_quant_alpha, **method)
     adapters = [p.strip() for p in args.adapters.split(",") if p.strip()] if args.adapters else None
     with stdout_to_stderr(args.json):
@@ -97,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
                             f"{bundle.verified_on})", columns="convert")
         print_quant_summary(bundle.written)
         print_graph_changes(bundle.written, always=bundle.manifest.source.get("kind") == "pt2")
-    return finish(bundle.path, bundle.written)
+    code = finish(bundle.path, bundle.written)
+    if args.require:  # after the bundle is named: the artifacts are kept, the gate only decides the exit code
+        for line in bundle.check_placement(args.require, args.min_coverage / 100):
+            status(f"placement: {line}")
+    return code
 
 
 def print_graph_changes(entries, always: bool = False) -> None:
@@ -134,9 +144,20 @@ def print_quant_summary(entries) -> None:
         print_table(quant["layer_sqnr_db"], "per-layer SQNR vs fp32 (dB, higher is better)", columns="layers")
     mixed = quant.get("mixed_precision")
     if mixed:
-        kept = ", ".join(mixed["float_layers"]) or "none"
-        print(f"mixed precision: budget {mixed['budget_points']} points, drop {mixed['drop_points']:.2f} points "
-              f"on {mixed['evaluated_on']}; layers kept in float: {kept}")
+        print(mixed_line(mixed))
+
+
+def mixed_line(mixed: dict) -> str:
+    """One line on the mixed-precision search: the goals asked, what was reached, the layers kept in float."""
+    reached = []
+    if mixed.get("budget_points") is not None:
+        reached.append(f"budget {mixed['budget_points']} points, drop {mixed['drop_points']:.2f} points")
+    if mixed.get("min_sqnr_db") is not None:
+        reached.append(f"goal {mixed['min_sqnr_db']} dB, output SQNR {mixed['sqnr_db']} dB")
+    missed = "" if mixed.get("goal_met", True) else " (goal NOT met: every layer tried)"
+    kept = mixed["float_layers"]
+    return (f"mixed precision: {'; '.join(reached)}{missed} on {mixed['evaluated_on']}; {len(kept)} layers kept in "
+            f"float: {', '.join(kept) or 'none'}")
 
 
 def print_adapter_bundle(entries) -> None:

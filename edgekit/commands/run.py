@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edgekit.commands.base import command
 from edgekit.commands.output import add_run_folder_flags, show_rows
@@ -23,4 +24,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = edgekit.run(recipe, args.out, overwrite=args.overwrite)
     show_rows(args, outcome.rows, f"{recipe.name}: {outcome.report['reference']}", data=outcome.report)
     status(f"report: {outcome.report_path}")
+    gate = outcome.report.get("placement_gate")
+    if gate and not gate["passed"]:
+        print(f"edgekit: error: {gate['message']}", file=sys.stderr)
     return 0 if outcome.ok else 1

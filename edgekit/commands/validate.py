@@ -74,3 +74,14 @@ def npu_target(text: str) -> str:
     except EdgekitError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def add_require_flags(p: argparse.ArgumentParser) -> None:
+    """``--require ACCELERATOR`` and ``--min-coverage PCT``: the placement gate (edgekit.placement)."""
+    from edgekit import ACCELERATORS
+
+    p.add_argument("--require", choices=ACCELERATORS, metavar="ACCELERATOR",
+                   help=f"fail (exit 1) when an artifact that can target it would fall back from this accelerator "
+                        f"({', '.join(ACCELERATORS)}); names the first offending ops")
+    p.add_argument("--min-coverage", type=float_in(0, 100), default=100.0, metavar="PCT",
+                   help="with --require: the share of ops that must run on the accelerator (default 100)")

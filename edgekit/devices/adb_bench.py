@@ -22,10 +22,11 @@ from typing import Any, Callable, ClassVar
 from edgekit.benchmarking.result import BenchResult
 from edgekit.benchmarking.stats import LatencyStats
 from edgekit.devices.adb import AdbError, adb_timeout, adb_version, quote_command, render, resolve_serial, run_shell
-from edgekit.devices.benchmark_log import delegate_coverage, parse_benchmark_log
+from edgekit.devices.benchmark_log import delegate_coverage, delegate_placement, parse_benchmark_log
 from edgekit.devices.device_info import DeviceInfo, battery_status, device_info, thermal_status
 from edgekit.devices.remote_files import DEFAULT_REMOTE_DIR, check_binary_abi, push_files, remove_remote
 from edgekit.errors import EdgekitError
+from edgekit.placement import Placement
 from edgekit.registry import Registry
 
 BINARY_ENV = "EDGEKIT_BENCHMARK_BINARY"
@@ -40,15 +41,23 @@ class Delegate:
     flags: tuple[str, ...]  # may contain {qnn_dir}
     log_names: tuple[str, ...]  # substrings of the delegate's name in the log
     needs_qairt: bool = False
+    accelerator: str = ""  # the edgekit.placement accelerator its coverage answers for (result extra "placement")
+    fix: str = ""  # what moves a node the delegate left to the CPU onto it
+    label: str = ""  # how a placement report names it ("QNN"); default: the name in capitals
 
 
+_NPU_FIX = ("quantize to int8 (--precision int8-static) and keep to ops the NPU supports (QNN: Qualcomm AI Engine "
+            "Direct HTP op definitions; NNAPI: the Android NNAPI operation list)")
 DELEGATES: Registry[Delegate] = Registry("delegate")
 for _d in (
-    Delegate("cpu", ("--use_xnnpack=true",), ("xnnpack",)),
-    Delegate("gpu", ("--use_gpu=true",), ("gpu",)),
-    Delegate("nnapi", ("--use_nnapi=true",), ("nnapi",)),
+    Delegate("cpu", ("--use_xnnpack=true",), ("xnnpack",), accelerator="xnnpack", label="XNNPACK",
+             fix="see the XNNPACK delegate's supported operators (LiteRT tflite/delegates/xnnpack/README.md)"),
+    Delegate("gpu", ("--use_gpu=true",), ("gpu",), accelerator="gpu",
+             fix="keep to ops the LiteRT GPU delegate supports (https://ai.google.dev/edge/litert/performance/gpu)"),
+    Delegate("nnapi", ("--use_nnapi=true",), ("nnapi",), accelerator="npu", fix=_NPU_FIX),
     Delegate("qnn", ("--external_delegate_path={qnn_dir}/libQnnTFLiteDelegate.so",
-                     "--external_delegate_options=backend_type:htp"), ("qnn", "external"), needs_qairt=True),
+                     "--external_delegate_options=backend_type:htp"), ("qnn", "external"), needs_qairt=True,
+             accelerator="npu", fix=_NPU_FIX),
 ):
     DELEGATES.register(_d.name)(_d)
 DELEGATES.register("xnnpack")(DELEGATES.get("cpu"))
@@ -227,6 +236,12 @@ def check_coverage(parsed: dict[str, Any], delegate: Delegate) -> dict[str, Any]
     return cov
 
 
+def log_placement(parsed: dict[str, Any], delegate: Delegate) -> Placement:
+    """The delegate's coverage in the log as the ``placement`` of its accelerator (``delegate_placement``)."""
+    return delegate_placement(parsed, delegate.log_names, delegate.accelerator,
+                              f"{delegate.label or delegate.name.upper()} delegate log", delegate.fix)
+
+
 def qnn_libraries(qairt_dir: Path, soc: str) -> list[Path]:
     """QNN libraries to push from a QAIRT SDK folder: the TFLite delegate, HTP libs, stubs, skels."""
     android = qairt_dir / "lib" / "aarch64-android"
@@ -284,6 +299,7 @@ def _benchmark_model_run(s: _Session, model: Path, binary: Path, delegate: Deleg
     if status != 0:
         raise EdgekitError(explain_failure(f"benchmark_model ({binary.name})", status, log, ", ".join(s.info.abilist)))
     parsed = parse_benchmark_log(log)
+    s.extra["placement"] = {delegate.accelerator: log_placement(parsed, delegate).to_dict()}
     s.extra.update(parsed=parsed, coverage=check_coverage(parsed, delegate))
     if parsed["inference"] is None:
         raise EdgekitError("benchmark_model exited 0 but printed no inference timings; is it really LiteRT's "

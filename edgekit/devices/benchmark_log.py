@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Sequence
 
+from edgekit.placement import OpPlacement, Placement, Where
+
 NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|-?inf"
 _PAIR = re.compile(rf"(\w+)=({NUM})")
 _RUNNING = re.compile(r"Running benchmark for at least (\d+) iterations")
@@ -136,8 +138,32 @@ def parse_benchmark_log(text: str) -> dict[str, Any]:
         "delegates": _records(lines, _DELEGATE_LINES),
         "delegate_application": _records(lines, _APPLICATION_LINES),
         "errors": [line.strip() for line in lines if _ERROR.search(line)][:20],
+        "op_profile": op_profile_rows(lines),
         "complete": fmt is not None,
     }
+
+
+_PROFILE_SECTION = "Operator-wise Profiling Info for Regular Benchmark Runs"
+_RUN_ORDER_ROW = re.compile(rf"^\s*(?:INFO:\s+)?(\S+)\s+(?:(?:{NUM})%?\s+){{7}}(.+?)\s*$")
+
+
+def op_profile_rows(lines: list[str]) -> list[dict[str, str]]:
+    """The "Run Order" table of ``--enable_op_profiling=true`` for the regular runs: one ``{"type", "name"}``
+    per executed node, in order. A delegate's partition is one row named after the delegate
+    (``TfLiteXNNPackDelegate``, ``TfLiteQnnDelegate``, ...); every other row is an op the CPU ran."""
+    rows: list[dict[str, str]] = []
+    state = "before"  # → "section" → "table" (after the column header) → "done"
+    for line in lines:
+        if state == "before" and _PROFILE_SECTION in line:
+            state = "section"
+        elif state == "section" and "[node type]" in line:
+            state = "table"
+        elif state == "table":
+            match = _RUN_ORDER_ROW.match(line)
+            if not match:
+                break
+            rows.append({"type": match[1], "name": match[2]})
+    return rows
 
 
 def _matches(name: str, names: Sequence[str]) -> bool:
@@ -165,3 +191,59 @@ def delegate_coverage(parsed: dict[str, Any], names: Sequence[str]) -> dict[str,
 
 def _execution(done: int, total: int) -> str:
     return "none" if done == 0 else "complete" if done == total else "partial"
+
+
+def delegate_placement(parsed: dict[str, Any], names: Sequence[str], accelerator: str, source: str,
+                       fix: str = "") -> Placement:
+    """The coverage of the delegate called any of ``names`` as a ``Placement`` on ``accelerator``.
+
+    The log counts nodes (``Replacing N out of M``) and partitions, but does not say which node went where:
+    the report has N ON and M-N OFF entries arranged in as many islands as the log's partitions. The OFF
+    entries are named after the CPU rows of the op-profiling table when the run had
+    ``--enable_op_profiling=true``; otherwise they are unnamed. A log with no counts gives a whole-graph
+    answer ("completely executed" / "not executed") or, for "partially executed", not run."""
+    cov = delegate_coverage(parsed, names)
+    if cov is None:
+        return Placement(accelerator, source, not_run="the log does not say how much of the graph the delegate took")
+    label = cov["delegate"]
+    if cov["total_nodes"] is None:
+        where = {"complete": Where.ON, "none": Where.OFF}.get(cov["execution"])
+        if where is None:
+            return Placement(accelerator, source, not_run=f"the log says {label} ran part of the graph "
+                                                          f"({cov.get('delegate_kernels')} delegate kernels) but "
+                                                          "gives no node counts")
+        op = OpPlacement(label, "(whole graph)", where, "" if where == Where.ON else f"{label} took no node", fix)
+        said = {"complete": "completely executed", "none": "not executed"}[cov["execution"]]
+        return Placement(accelerator, source, [op], notes=[f"the log says the graph is {said} by {label}; it "
+                                                           "gives no node counts"])
+    done, off = cov["delegated_nodes"], cov["total_nodes"] - cov["delegated_nodes"]
+    cpu_rows = [r for r in parsed.get("op_profile", []) if not _matches(r["type"], [*names, "delegate"])]
+    reason = f"{label} did not take it: it ran on the CPU ({source})"
+    offs = [OpPlacement(r["type"], r["name"], Where.OFF, reason, fix) for r in cpu_rows[:off]]
+    offs += [OpPlacement("(not named in the log)", f"cpu node {i + 1}", Where.OFF, reason, fix)
+             for i in range(len(offs), off)]
+    partitions = _partitions(parsed, names) or (1 if done else 0)
+    ops = _islands([OpPlacement(label, f"{label} node {i + 1}", Where.ON) for i in range(done)], offs, partitions)
+    named = "named from the op-profiling table" if cpu_rows else "unnamed (run with --enable_op_profiling=true)"
+    return Placement(accelerator, source, ops, notes=[
+        f"{label}: {done} of {done + off} nodes in {partitions} partition(s), from the log's counts; which node "
+        f"went where is not in the log (order reconstructed); CPU nodes {named}"])
+
+
+def _partitions(parsed: dict[str, Any], names: Sequence[str]) -> int | None:
+    counts = [d["partitions"] for d in parsed["delegates"] if _matches(d["delegate"], names) and d["total_nodes"]]
+    return sum(counts) if counts and None not in counts else None
+
+
+def _islands(on: list[OpPlacement], off: list[OpPlacement], islands: int) -> list[OpPlacement]:
+    """``on`` split into ``islands`` runs separated by ``off`` entries (the rest of ``off`` at the end)."""
+    islands = max(1, min(islands, len(on), len(off) + 1)) if on else 0
+    if not islands:
+        return off
+    size, extra = divmod(len(on), islands)
+    ops, start = [], 0
+    for k in range(islands):
+        end = start + size + (k < extra)
+        ops += on[start:end] + off[k:k + 1] * (k < islands - 1)
+        start = end
+    return ops + off[islands - 1:]

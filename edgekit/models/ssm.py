@@ -72,7 +72,9 @@ def _decay_matrix(a_cum: torch.Tensor) -> torch.Tensor:
     t = a_cum.shape[-1]
     seg = a_cum[..., :, None] - a_cum[..., None, :]  # (..., T, T), ≤ 0 on and below the diagonal
     causal = torch.ones(t, t, dtype=torch.bool).tril()
-    return torch.exp(seg.clamp(max=0.0)) * causal  # clamp keeps exp finite above the diagonal
+    # clamp keeps exp finite above the diagonal; the finite lower bound changes nothing (exp(x) is 0 in fp32 for
+    # x < -104) but keeps -inf out of the program: clamp(max=) alone converts to Core ML clip(alpha=-inf)
+    return torch.exp(seg.clamp(min=-1e4, max=0.0)) * causal
 
 
 def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,

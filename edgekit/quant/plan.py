@@ -66,7 +66,7 @@ def plan_quantization(source: ModelSource, spec: QuantSpec, calib_array: np.ndar
     data = (calibration_for(source, spec.calib_samples, spec.calib_source if calib_array is None else calib_array)
             if spec.needs_calibration else CalibrationData((), "none (dynamic)"))
     plan = QuantPlan(spec, calibration=data.description)
-    if spec.budget_points is not None:
+    if spec.budget_points is not None or spec.min_sqnr_db is not None:
         _search_mixed(plan, source, data, progress)
     elif spec.qat:
         plan.prepared, plan.qat = qat_finetune(source, spec, data, epochs=spec.qat_epochs, progress=progress)
@@ -78,11 +78,14 @@ def plan_quantization(source: ModelSource, spec: QuantSpec, calib_array: np.ndar
 
 
 def _search_mixed(plan: QuantPlan, source: ModelSource, data: CalibrationData, progress: Callable[[str], None]) -> None:
-    """The fewest float layers within the spec's budget; the plan keeps the spec as asked."""
+    """The fewest float layers within the spec's budget and/or reaching its output SQNR goal; the plan keeps the
+    spec as asked."""
     evaluation = eval_set_for(source, data)
-    budget = plan.spec.budget_points
-    progress(f"searching mixed precision within {budget} points on {evaluation.description}")
-    result = search(source, plan.spec, list(data.samples), evaluation, budget, description=data.description,
-                    progress=progress)
+    spec = plan.spec
+    goals = [f"within {spec.budget_points} points"] * (spec.budget_points is not None) + [
+        f"to {spec.min_sqnr_db} dB output SQNR"] * (spec.min_sqnr_db is not None)
+    progress(f"searching mixed precision {' and '.join(goals)} on {evaluation.description}")
+    result = search(source, spec, list(data.samples), evaluation, spec.budget_points, min_sqnr_db=spec.min_sqnr_db,
+                    description=data.description, progress=progress)
     plan.prepared = result.quant
     plan.mixed = result.to_dict() | {"evaluated_on": evaluation.description}

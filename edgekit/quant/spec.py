@@ -61,14 +61,16 @@ _DEFAULT_BITS = {Scheme.FP32: 32, Scheme.FP16: 16, Scheme.INT4_WEIGHT: 4, Scheme
 _NEEDS_CALIBRATION = {Scheme.INT8_STATIC}
 _PALETTE = re.compile(r"palettize(\d)$")
 _MAX_BUDGET = 100.0  # percentage points
+_MAX_SQNR_DB = 100.0  # an output SQNR goal above this is fp32's territory (int8 reaches ~50 dB at best)
 
 
 @dataclass(frozen=True)
 class QuantSpec:
     """How to quantize. Build it with :meth:`parse` (``"int8"``, ``"palettize4"``) or directly.
 
-    ``budget_points``, ``qat_epochs`` and the overrides need static int8 (``int8``); budget and QAT
-    exclude each other. Calibration arrays given from Python travel beside the spec, not in it."""
+    ``budget_points``, ``min_sqnr_db``, ``qat_epochs`` and the overrides need static int8 (``int8``); a budget or
+    SQNR goal (mixed precision) and QAT exclude each other. Calibration arrays given from Python travel beside
+    the spec, not in it."""
 
     scheme: Scheme = Scheme.FP32
     # weights
@@ -84,6 +86,7 @@ class QuantSpec:
     smooth_quant_alpha: float | None = None  # nncf-smoothquant: migration strength 0..1; None = NNCF's default
     # accuracy (static int8; one or the other)
     budget_points: float | None = None  # allowed accuracy drop in points: keep sensitive layers float until met
+    min_sqnr_db: float | None = None  # output SQNR goal (dB) vs fp32: keep sensitive layers float until met
     qat_epochs: int = 0  # fine-tune with fake quantization after calibration (0 = none)
     # overrides of the scheme, global → op type → layer: None keeps that op type / layer in float
     op_types: Overrides = ()  # e.g. (("linear", None),); a mapping {"linear": None} is accepted too
@@ -236,18 +239,31 @@ def _check_values(spec: QuantSpec) -> None:
         raise EdgekitError(f"accuracy budget must be a number of percentage points or None, got {budget!r:.40}")
     if budget is not None and not 0 <= budget <= _MAX_BUDGET:
         raise EdgekitError(f"accuracy budget must be >= 0 and <= {_MAX_BUDGET:g} percentage points, got {budget}")
+    _check_sqnr_goal(spec.min_sqnr_db)
     if spec.scheme is Scheme.PALETTIZE and not 1 <= spec.bits <= 8:
         raise EdgekitError(f"palettization takes 1 to 8 bits, got {spec.bits}")
 
 
+def _check_sqnr_goal(goal: Any) -> None:
+    """An output SQNR goal is a finite number of dB in (0, _MAX_SQNR_DB], or None."""
+    if goal is not None and (not isinstance(goal, (int, float)) or isinstance(goal, bool) or math.isnan(goal)):
+        raise EdgekitError(f"output SQNR goal must be a number of dB or None, got {goal!r:.40}")
+    if goal is not None and not 0 < goal <= _MAX_SQNR_DB:
+        raise EdgekitError(f"output SQNR goal must be > 0 and <= {_MAX_SQNR_DB:g} dB, got {goal}")
+
+
 def _check_combination(spec: QuantSpec) -> None:
-    """Mixed precision, QAT and float overrides need calibrated int8 (``int8``); budget and QAT exclude each other."""
-    asked = [name for name, on in (("an accuracy budget", spec.budget_points is not None), ("QAT", spec.qat),
+    """Mixed precision, QAT and float overrides need calibrated int8 (``int8``); mixed precision (a budget or an
+    SQNR goal) and QAT exclude each other."""
+    asked = [name for name, on in (("an accuracy budget", spec.budget_points is not None),
+                                    ("an output SQNR goal", spec.min_sqnr_db is not None), ("QAT", spec.qat),
                                     ("keeping op types or layers in float", bool(spec.op_types or spec.layers))) if on]
     if asked and spec.scheme is not Scheme.INT8_STATIC:
         raise EdgekitError(f"{asked[0]} needs --quant int8 (static W8A8), not {spec.tag}")
     if spec.budget_points is not None and spec.qat:
         raise EdgekitError("choose either an accuracy budget (mixed precision) or QAT, not both")
+    if spec.min_sqnr_db is not None and spec.qat:
+        raise EdgekitError("choose either an output SQNR goal (mixed precision) or QAT, not both")
     _check_method(spec)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from edgekit.artifact import EXPORTED, FAILED, VERIFIED, Manifest
 from edgekit.benchmarking.result import BenchResult
+from edgekit.placement.report import placement_cell
 from edgekit.verify.parity import MIL_REFERENCE
 
 STATUS_MARK = {VERIFIED: "✅", EXPORTED: "❎", FAILED: "❌"}
@@ -82,5 +83,6 @@ def _row(result: BenchResult, entry, baseline: BenchResult | None, torch_accurac
         "runs": latency.runs if latency else None,
         "threads": latency.threads if latency else None,
         "speedup_vs_pytorch": speedup,
+        "placement": placement_cell(result.extra.get("placement") or (entry.placement if entry else {})),
         "note": note,
     }

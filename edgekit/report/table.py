@@ -47,6 +47,7 @@ COLUMNS = {
     "p90": Column("p90 ms", lambda r: _fmt(".3f")(r["p90_ms"])),
     "runs": Column("runs", lambda r: _fmt("d")(r["runs"])),
     "speedup": Column("× PyTorch", lambda r: _fmt(".2f", "×")(r["speedup_vs_pytorch"])),
+    "placement": Column("placement", lambda r: r.get("placement") or "—", "left"),
     "note": Column("note", lambda r: r["note"] or "", "left"),
     # `edgekit verify` (VerifyReport.rows): left-aligned, cut where too wide
     "verify_mark": Column("", lambda r: r["mark"], "left", "ellipsis"),
@@ -63,8 +64,8 @@ COLUMNS = {
     "int8": Column("int8", lambda r: "yes" if r["quantized"] else "float", "right", "ellipsis"),
 }
 REPORT_COLUMNS = ("mark", "artifact", "runtime", "size", "accuracy", "max_abs_diff", "median", "p90", "runs",
-                  "speedup", "note")
-CONVERT_COLUMNS = ("mark", "artifact", "runtime", "size", "accuracy", "max_abs_diff", "top1", "note")
+                  "speedup", "placement", "note")
+CONVERT_COLUMNS = ("mark", "artifact", "runtime", "size", "accuracy", "max_abs_diff", "top1", "placement", "note")
 # the tables by name: ``print_table(rows, title, columns="convert")``
 TABLES = {"report": REPORT_COLUMNS, "convert": CONVERT_COLUMNS,
           "verify": ("verify_mark", "verify_artifact", "verify_max_abs_diff", "verify_top1", "verify_accuracy",
