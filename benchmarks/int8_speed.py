@@ -3,7 +3,7 @@
 in ONNX Runtime and the LiteRT interpreter, timed interleaved on 2 threads, against this machine's fp32 peak.
 
     python benchmarks/int8_speed.py [--model mobilenet224] [--threads 2] [--runs 100] [--calib 100]
-                                    [--out benchmarks/results/int8_speed.json]
+                                    [--min-sqnr DB] [--out benchmarks/results/int8_speed.json]
 
 Prints a table and writes JSON: parameters, FLOPs (2 × the multiply-accumulates of every conv and linear layer,
 counted by forward hooks from the output shape: ``out.numel() × in_channels/groups × kh × kw``; batch norm, ReLU6,
@@ -34,12 +34,17 @@ MODELS = {"mobilenet224": "mobilenet_v2_224"}  # --model → the cnn preset it b
 Run = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
-def build_model(preset: str, bn_images: int, seed: int = 0) -> tuple[torch.nn.Module, Any]:
+def build_model(preset: str, bn_images: int, seed: int = 0, residual_gain: float = 1.0) -> tuple[torch.nn.Module, Any]:
     """The preset's model with BatchNorm statistics from ``bn_images`` photo crops, and the crops dataset
-    (train: BN re-estimation and calibration; test: verification and int8-vs-fp32 agreement)."""
+    (train: BN re-estimation and calibration; test: verification and int8-vs-fp32 agreement). ``residual_gain``
+    sets the scale of the last BatchNorm of every residual branch (1.0: as initialised; 0.1: as
+    tests/foreign_models.py starts them, ResNet-style, which makes the random net far less chaotic)."""
     torch.manual_seed(seed)
     config = edgekit.FAMILIES.get("cnn").build.presets.get(preset)
     model = edgekit.create_model("cnn", **config)
+    for block in model.modules():
+        if getattr(block, "residual", False):  # an inverted residual block with its skip: x + layers(x)
+            torch.nn.init.constant_(block.layers[-1].weight, residual_gain)
     data = edgekit.DATASETS.get("photo_crops")(image_size=config["image_size"], train=bn_images, val=1, test=64,
                                                seed=seed)
     model.reestimate_batchnorm(data.train.inputs.split(16))
@@ -88,11 +93,13 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def quant_specs(calib_samples: int) -> dict[str, Any]:
-    """Name → QuantSpec of the variants: fp32, int8 (histogram calibration) and int8 with NNCF when it exists."""
-    specs = {"fp32": "fp32", "int8": edgekit.QuantSpec.parse("int8", calib_samples=calib_samples)}
+def quant_specs(calib_samples: int, min_sqnr: float | None = None) -> dict[str, Any]:
+    """Name → QuantSpec of the variants: fp32, int8 (histogram calibration) and int8 with NNCF when it exists;
+    ``min_sqnr`` (dB) makes both int8 variants search mixed precision to that output SQNR goal."""
+    goal = {"min_sqnr_db": min_sqnr}
+    specs = {"fp32": "fp32", "int8": edgekit.QuantSpec.parse("int8", calib_samples=calib_samples, **goal)}
     try:
-        specs["int8-nncf"] = edgekit.QuantSpec.parse("int8", calib_samples=calib_samples, calib_method="nncf")
+        specs["int8-nncf"] = edgekit.QuantSpec.parse("int8", calib_samples=calib_samples, calib_method="nncf", **goal)
     except edgekit.EdgekitError as exc:  # not added yet: skipped, and the JSON says why
         specs["int8-nncf"] = f"skipped: {exc}"
     return specs
@@ -105,7 +112,7 @@ def convert_variants(model: torch.nn.Module, data: Any, args: argparse.Namespace
     np.savez(samples, input_0=data.test.inputs[:32].numpy())  # verification on photo crops
     calib = data.train.inputs[:args.calib].numpy()
     variants = {}
-    for name, spec in quant_specs(args.calib).items():
+    for name, spec in quant_specs(args.calib, args.min_sqnr).items():
         if isinstance(spec, str) and spec.startswith("skipped"):
             variants[name] = {"skipped": spec}
             continue
@@ -252,7 +259,7 @@ def time_variants(variants: dict[str, dict], data: Any, args: argparse.Namespace
 
 def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Everything but the JSON writing: model, FLOPs, peak, conversions, latency, agreement, profiles."""
-    model, data = build_model(MODELS[args.model], args.bn_images)
+    model, data = build_model(MODELS[args.model], args.bn_images, residual_gain=args.residual_gain)
     x = data.test.inputs[:1]
     flops = count_flops(model, x)
     peak = peak_gflops(args.threads)
@@ -277,6 +284,9 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                "size_bytes": entry["size_bytes"], "verification": entry["verification"].get("status", entry["status"]),
                "tolerance": entry["verification"].get("tolerance", {}).get("overrides") or "default",
                **agreement(run, reference, data.test.inputs.numpy())}
+        mixed = entry["verification"].get("quantization", {}).get("mixed_precision")
+        if mixed:  # --min-sqnr: what the search kept float and the SQNR it reached on the calibration crops
+            row["mixed_precision"] = {k: mixed.get(k) for k in ("min_sqnr_db", "sqnr_db", "goal_met", "float_layers")}
         path = variants[name]["bundle"].path / entry["file"]
         row["profile"] = ort_profile(path, x.numpy(), args.threads) if fmt == "onnx" else {"ops": tflite_ops(path)}
         rows.append(row)
@@ -325,6 +335,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bn-images", type=int, default=320, help="photo crops to re-estimate BatchNorm on")
     ap.add_argument("--int8-tolerance", default="output:top1=0,snr=8",
                     help="recorded parity override for int8 artifacts that fail edgekit's default rule ('' = none)")
+    ap.add_argument("--residual-gain", type=float, default=1.0,
+                    help="scale of each residual branch's last BatchNorm (0.1: a well-conditioned random net)")
+    ap.add_argument("--min-sqnr", type=float, metavar="DB",
+                    help="int8 variants: keep sensitive layers float until the output SQNR reaches DB")
     ap.add_argument("--no-options", dest="options", action="store_false", help="skip the runtime option variants")
     ap.add_argument("--out", default="benchmarks/results/int8_speed.json")
     return ap.parse_args(argv)

@@ -117,3 +117,12 @@ def test_bench_require_cli(capsys, bundle):
     assert any(r["placement"].startswith("xnnpack 100%") for r in rows if r["format"] == "tflite")
     code, _, err = run_cli(capsys, "bench", str(bundle), "--require", "xnnpack", "--min-coverage", "101")
     assert code == 1 and "--min-coverage" in err
+
+
+@pytest.mark.parametrize("damaged", ["not a dict", {"coverage": "all"}, {"coverage": 7.0, "offenders": []},
+                                     {"coverage": 0.5, "offenders": "none"}, {"coverage": 0.5, "offenders": [{"op": 1}]}])
+def test_a_damaged_recorded_placement_is_an_error_not_a_crash(damaged):
+    entry = ArtifactEntry("tflite", "fp32", "verified", file="m.tflite", placement={"xnnpack": damaged})
+    with pytest.raises(PlacementGateFailed, match="m.tflite: its recorded placement is damaged"):
+        check_required([entry], "xnnpack")
+    assert placement_cell({"xnnpack": damaged}) in ("", "xnnpack 50%")  # the table shows what it can, never crashes

@@ -18,7 +18,7 @@ def open_session(path: Path, threads: int):
     options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
     try:
         for key, value in session_config(path).items():
-            options.addsession_config_entry(key, value)
+            options.add_session_config_entry(key, value)
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise EdgekitError(f"ONNX Runtime cannot load {path}: {first_line(exc, 300)}") from None

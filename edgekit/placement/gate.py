@@ -28,20 +28,32 @@ def check_required(entries: Iterable[Any], accelerator: str, min_coverage: float
             continue
         judged.append(entry)
         where = entry.file
-        coverage = report.get("coverage")
+        coverage = _checked(report, where, accelerator)
         if coverage is None:
             raise PlacementGateFailed(f"--require {accelerator}: {where}: coverage unknown "
                                       f"({report.get('not_run') or 'no ops reported'}); gate only the formats "
                                       f"that can be measured here (--to), or bench on the device")
         if coverage + 1e-12 < min_coverage:
             raise PlacementGateFailed(f"--require {accelerator}: {where}: {coverage:.1%} of ops on {accelerator} "
-                                      f"< {min_coverage:.0%} ({report['source']}); first offenders: "
-                                      f"{offender_text(report['offenders'])}")
-        passed.append(f"{where}: {coverage:.1%} on {accelerator} ({report['source']})")
+                                      f"< {min_coverage:.0%} ({report.get('source', '?')}); first offenders: "
+                                      f"{offender_text(report.get('offenders', []))}")
+        passed.append(f"{where}: {coverage:.1%} on {accelerator} ({report.get('source', '?')})")
     if not judged:
         raise PlacementGateFailed(f"--require {accelerator}: no artifact written here can target {accelerator} "
                                   f"(formats that can: see `edgekit list formats`)")
     return passed
+
+
+def _checked(report: Any, where: str, accelerator: str) -> float | None:
+    """The coverage of a recorded report (a manifest is untrusted: a damaged one is an error, not a crash)."""
+    coverage = report.get("coverage") if isinstance(report, dict) else "?"
+    numeric = isinstance(coverage, (int, float)) and not isinstance(coverage, bool) and 0.0 <= coverage <= 1.0
+    offenders = report.get("offenders", []) if isinstance(report, dict) else None
+    if not (coverage is None or numeric) or not isinstance(offenders, list) or not all(
+            isinstance(o, dict) and {"op", "first", "reason", "count"} <= set(o) for o in offenders):
+        raise PlacementGateFailed(f"--require {accelerator}: {where}: its recorded placement is damaged "
+                                  f"(expected coverage 0..1 and a list of offenders); re-run edgekit convert")
+    return coverage
 
 
 def offender_text(offenders: list[dict[str, Any]], limit: int = 3) -> str:

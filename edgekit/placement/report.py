@@ -106,9 +106,10 @@ class Placement:
 def placement_cell(placement: dict[str, dict[str, Any]]) -> str:
     """A table cell from a manifest entry's ``placement``: ``ane 92% · xnnpack 100%`` (unknown ones left out)."""
     parts = []
-    for accelerator, report in placement.items():
-        coverage = report.get("coverage")
-        if coverage is not None:
+    for accelerator, report in placement.items() if isinstance(placement, dict) else ():
+        coverage = report.get("coverage") if isinstance(report, dict) else None
+        if isinstance(coverage, (int, float)) and 0.0 <= coverage <= 1.0:
             islands = report.get("islands", 0)
+            islands = islands if isinstance(islands, int) else 0
             parts.append(f"{accelerator} {coverage:.0%}" + (f" ({islands} islands)" if islands > 1 else ""))
     return " · ".join(parts)
