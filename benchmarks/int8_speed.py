@@ -335,7 +335,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bn-images", type=int, default=320, help="photo crops to re-estimate BatchNorm on")
     ap.add_argument("--int8-tolerance", default="output:top1=0,snr=8",
                     help="recorded parity override for int8 artifacts that fail edgekit's default rule ('' = none)")
-    ap.add_argument("--residual-gain", type=float, default=1.0,
+    ap.add_argument("--residual-gain", type=float, default=0.1,
                     help="scale of each residual branch's last BatchNorm (0.1: a well-conditioned random net)")
     ap.add_argument("--min-sqnr", type=float, metavar="DB",
                     help="int8 variants: keep sensitive layers float until the output SQNR reaches DB")

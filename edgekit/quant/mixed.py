@@ -18,13 +18,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from edgekit.graph import ModelSource
-from edgekit.quant.calib import CalibrationData, recipe_split
+from edgekit.quant.calib import CalibrationData, Sample, recipe_split
 from edgekit.quant.calibrate import calibrate
 from edgekit.quant.pt2e import QuantGraph, export_graph, layer_nodes
 from edgekit.quant.report import sqnr_db
 from edgekit.quant.spec import QuantSpec
-
-Sample = tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)

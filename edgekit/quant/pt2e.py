@@ -26,6 +26,7 @@ from edgekit.errors import EdgekitError, require
 from edgekit.registry import Registry
 from edgekit.quiet import quiet
 from edgekit.quant.annotations import ANNOTATION_PASSES
+from edgekit.quant.calib import Sample
 from edgekit.quant.spec import OP_TYPES, Granularity, QuantSpec, Scheme
 
 LAYER_OPS = tuple(f"aten.{op}.default" for op in OP_TYPES)  # what gets int8 weights
@@ -244,7 +245,6 @@ def checked_graph(source: ModelSource, spec: QuantSpec) -> torch.fx.GraphModule:
     return graph
 
 
-Sample = tuple[torch.Tensor, ...]
 Progress = Callable[[str], None]
 # (source, spec, samples, description, progress) → the calibrated graph; spec.calib_method names the calibrator
 Calibrator = Callable[[ModelSource, QuantSpec, Sequence[Sample], str, Progress], QuantGraph]
