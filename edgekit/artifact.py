@@ -74,6 +74,8 @@ class Manifest:
     tools: dict[str, str]
     artifacts: list[ArtifactEntry] = field(default_factory=list)
     adapters: list[dict[str, Any]] = field(default_factory=list)  # LoRA adapters packaged with the base
+    # documents written from the manifest (edgekit.documents): name → {"files": [relative paths], "error": …}
+    documents: dict[str, Any] = field(default_factory=dict)
     edgekit_version: str = __version__
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     manifest_version: int = MANIFEST_VERSION
@@ -131,7 +133,7 @@ _OPTIONAL = type(None)
 # the type each manifest field must have (a manifest is untrusted input: checked before it is used)
 _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "source": (dict,), "labels": (list, _OPTIONAL), "preprocessing": (dict, _OPTIONAL),
-    "tools": (dict,), "artifacts": (list,), "adapters": (list,)}
+    "tools": (dict,), "artifacts": (list,), "adapters": (list,), "documents": (dict,)}
 _SOURCE_TYPES: dict[str, tuple[type, ...]] = {"kind": (str,), "path": (str, _OPTIONAL), "sha256": (str, _OPTIONAL),
                                                "lengths": (list,)}
 _ENTRY_TYPES: dict[str, tuple[type, ...]] = {

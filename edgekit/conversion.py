@@ -15,6 +15,7 @@ from edgekit.artifact import (EXPORTED, FAILED, GOLDEN_SAMPLES, MANIFEST, VERIFI
 from edgekit.converters import CONVERTERS, ArtifactInfo, Converter, ModelSource
 from edgekit.converters.base import raise_if_disk_error
 from edgekit.debuglog import log_traceback
+from edgekit.documents import write_documents
 from edgekit.errors import EdgekitError, first_line
 from edgekit.io import (ARTIFACT, atomic_output, check_output_dir, hold_interrupts, remove_stale_staging, sha256_path,
                         size_bytes)
@@ -86,7 +87,8 @@ def convert_graphs(
                 convert_one(conv, extra.source, bundle, manifest, extra.reference,
                             QuantPlan(QuantSpec.parse(extra.precision)), threads, record=record)
                 bar.advance()
-    return manifest
+        write_documents(bundle, load_manifest(bundle))  # from what is on disk: every run's artifacts
+    return load_manifest(bundle)
 
 
 def converted_entries(manifest: Manifest, sources: list[ModelSource], formats: list[str]) -> list[ArtifactEntry]:

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 4 training and specialization, recipes
     ("edgekit.lora", "edgekit.training", "edgekit.recipe"),
     # 5 orchestration: conversion into bundles, the pipeline, the public API
-    ("edgekit.conversion", "edgekit.adapter_bundle", "edgekit.pipeline", "edgekit.npu", "edgekit.api"),
+    ("edgekit.conversion", "edgekit.documents", "edgekit.adapter_bundle", "edgekit.pipeline", "edgekit.npu", "edgekit.api"),
     # 6 the command line
     ("edgekit.commands", "edgekit.cli", "edgekit.__main__"),
 ]

@@ -162,6 +162,8 @@ def stray_files(bundle: Path, manifest: Manifest) -> list[str]:
     files and the writer's lock, every file must be an artifact (or a multi-adapter artifact's side
     file, ``<stem>.<variant>.…``). A killed writer's ``.*.partial`` staging folder shows up here."""
     files = [Path(e.file).parts[0] for e in manifest.artifacts if e.file and Path(e.file).parts]
+    files += [Path(f).parts[0] for doc in manifest.documents.values() if isinstance(doc, dict)
+              for f in doc.get("files", []) if isinstance(f, str) and Path(f).parts]
     stems = tuple(f"{Path(e.file).stem}." for e in manifest.artifacts if e.file and e.variants)
     known = {MANIFEST, LOCK, *files}
     return sorted(p.name for p in bundle.iterdir() if p.name not in known and not p.name.startswith(stems)
