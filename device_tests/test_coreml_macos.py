@@ -116,3 +116,40 @@ def test_compute_plan_reports_the_neural_engine_beside_the_lint(tmp_path: Path) 
     assert "conv" in {o.op for o in report.ops}
     # what Core ML planned, for the record (the ANE share depends on the chip and the OS)
     print(f"MLComputePlan: {report.summary()}; {report.to_dict()['op_types_off']}; lint: {lint.summary()}")
+
+
+SELFTEST_MAIN = """import CoreML
+import Foundation
+let bundle = URL(fileURLWithPath: CommandLine.arguments[1])
+let compiled = try MLModel.compileModel(at: bundle.appendingPathComponent(%(cls)s.modelFile))
+let model = try %(cls)s(compiledModelURL: compiled, computeUnits: .cpuOnly)
+let failures = try model.selfTest(goldenFolder: bundle.appendingPathComponent("app/golden"))
+let top = try model.topK([Array(repeating: Float(0), count: %(count)d)], k: 2)
+print(failures.isEmpty ? "SELFTEST PASSED top=\\(top.map { $0.label })" : failures.joined(separator: "\\n"))
+exit(failures.isEmpty ? 0 : 1)
+"""
+
+
+def test_generated_swift_compiles_and_its_golden_self_test_passes(tmp_path: Path) -> None:
+    """Issue 23: the Swift edgekit writes into a bundle (app/swift) compiles with ``swiftc`` beside a main that
+    loads the .mlpackage, and its self-test (golden inputs vs PyTorch's outputs at the bundle's tolerance) passes."""
+    import shutil
+    import subprocess
+
+    import edgekit
+    from edgekit.appcode.common import app_artifacts
+
+    if shutil.which("swiftc") is None:
+        pytest.skip("swiftc is not installed (Xcode or the Command Line Tools provide it)")
+    bundle = edgekit.convert(_cnn(), (torch.randn(1, 1, 32, 32),), to=["coreml"], out=tmp_path / "bundle",
+                             name="cnn").path
+    artifact = app_artifacts(edgekit.Bundle.load(bundle).manifest, ("coreml",))[0]
+    swift = bundle / "app" / "swift"
+    main = tmp_path / "main.swift"
+    main.write_text(SELFTEST_MAIN % {"cls": artifact.class_name, "count": artifact.inputs[0].count})
+    exe = tmp_path / "selftest"
+    build = subprocess.run(["swiftc", "-O", str(main), str(swift / f"{artifact.class_name}.swift"),
+                            str(swift / "EdgekitGolden.swift"), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([str(exe), str(bundle)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "SELFTEST PASSED" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]

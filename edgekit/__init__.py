@@ -18,10 +18,10 @@ _PUBLIC = {
     **dict.fromkeys(["convert", "Bundle", "VerifyReport", "train", "Trained", "adapt", "load", "run", "load_recipe",
                      "create_model", "bench", "BenchReport", "bench_graph", "Adapted", "reference"],
                     "edgekit.api"),
-    "QuantSpec": "edgekit.quant.spec", "EdgekitError": "edgekit.errors", "print_table": "edgekit.report.table",
+    "write_html_report": "edgekit.report.html", "QuantSpec": "edgekit.quant.spec", "EdgekitError": "edgekit.errors", "print_table": "edgekit.report.table",
     "RunnerUnavailable": "edgekit.graph", "time_interleaved": "edgekit.benchmarking.stats",
     "ADAPTER_SIZE_GOAL": "edgekit.adapter_bundle", "AdbBenchOptions": "edgekit.devices.adb_bench",
-    "bundled_recipes": "edgekit.recipe", "adb_devices": "edgekit.devices.device_info", "check_npu_target": "edgekit.npu", "open_step_session": "edgekit.generate",
+    "bundled_recipes": "edgekit.recipe", "adb_devices": "edgekit.devices.device_info", "check_npu_target": "edgekit.npu", "app_code": "edgekit.appcode", "open_step_session": "edgekit.generate",
     **dict.fromkeys(["ACCELERATORS", "Placement", "PlacementGateFailed"], "edgekit.placement"),
     # registries a user extends, from the modules that fill them with the built-in entries
     **dict.fromkeys(["CONVERTERS", "Converter", "register_converter"], "edgekit.converters"),

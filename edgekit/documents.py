@@ -9,13 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from edgekit.appcode import app_code_document
 from edgekit.artifact import Manifest
 from edgekit.debuglog import log_traceback
 from edgekit.errors import first_line
 from edgekit.registry import Registry
+from edgekit.report.model_card import write_model_card
 
 DocumentWriter = Callable[[Path, Manifest], list[str]]
 DOCUMENTS: Registry[DocumentWriter] = Registry("bundle document")
+DOCUMENTS.register("model_card")(write_model_card)
+DOCUMENTS.register("app_code")(app_code_document)
 
 
 def write_documents(bundle: Path, manifest: Manifest) -> Manifest:

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.adapter_bundle import package_adapters, unsupported
-from edgekit.artifact import FAILED, Manifest
+from edgekit.artifact import FAILED, Manifest, bundle_lock, load_manifest
 from edgekit.benchmarking.host import bench_bundle, bench_torch
 from edgekit.benchmarking.result import BenchResult
 from edgekit.converters.base import CONVERTERS, ModelSource
 from edgekit.conversion import convert_graphs
+from edgekit.documents import write_documents
 from edgekit.io import atomic_write_text, check_output_dir
 from edgekit.lora.step import adapt_step
 from edgekit.placement import PlacementGateFailed, check_required
@@ -72,10 +73,13 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
         rows, extra = _adapter_bundle(recipe, checkpoint, adapted, out, manifest, results, reference)
         clock.lap("adapt_package")
     status("[bold]4/4 report[/]")
-    return write_report(out / REPORT, results, manifest, reference, rows=rows, extra={"bundle": str(out / "bundle"),
+    outcome = write_report(out / REPORT, results, manifest, reference, rows=rows, extra={"bundle": str(out / "bundle"),
         "recipe": recipe.to_dict(), "checkpoint": str(checkpoint), "training": trained.metrics,
         "stage_seconds": clock.laps, **({"placement_gate": gate} if gate else {}), **extra,
     })
+    with bundle_lock(out / "bundle"):  # again, now that the report has the latencies the documents cite
+        write_documents(out / "bundle", load_manifest(out / "bundle"))
+    return outcome
 
 
 def placement_gate(manifest: Manifest, recipe: Recipe) -> dict[str, Any] | None:

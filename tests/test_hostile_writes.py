@@ -68,6 +68,12 @@ def copy(bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundle, tmp_path / "b"))
 
 
+def documents(bundle: Path) -> list[str]:
+    """The top-level names of the documents (model card, app code) the bundle's manifest records."""
+    docs = json.loads((bundle / "manifest.json").read_text())["documents"].values()
+    return sorted({Path(f).parts[0] for d in docs for f in d["files"]})
+
+
 def convert(model: Path, out: Path, *extra: str) -> int:
     return main(["convert", str(model), "--to", "onnx", "--out", str(out), *extra])
 
@@ -224,7 +230,8 @@ def test_sequential_converts_keep_every_entry(tiny_pt2, tiny_bundle, tmp_path):
     entries = json.loads((b / "manifest.json").read_text())["artifacts"]
     assert sorted((e["precision"], e["status"]) for e in entries) == [("fp32", "verified"), ("int8-weight", "verified")]
     assert all((b / e["file"]).is_file() for e in entries)
-    assert sorted(p.name for p in b.iterdir()) == sorted(["golden.npz", "manifest.json", *(e["file"] for e in entries)])
+    assert sorted(p.name for p in b.iterdir()) == sorted(["golden.npz", "manifest.json", *(e["file"] for e in entries),
+                                                          *documents(b)])
 
 
 def test_second_writer_fails_clearly_while_the_bundle_is_locked(tiny_pt2, tiny_bundle, tmp_path, capsys):
@@ -252,7 +259,8 @@ def test_verify_reports_stray_files_and_next_convert_removes_staging(tiny_pt2, t
     assert len(stray) == 1 and "stray files" in stray[0]["reason"]
     assert ".tiny_fp32.onnx.k1ll3d.partial" in stray[0]["reason"] and "notes.txt" in stray[0]["reason"]
     assert convert(tiny_pt2, b) == 0
-    assert sorted(p.name for p in b.iterdir()) == ["golden.npz", "manifest.json", "notes.txt", "tiny_fp32.onnx"]
+    assert sorted(p.name for p in b.iterdir()) == sorted(["golden.npz", "manifest.json", "notes.txt", "tiny_fp32.onnx",
+                                                          *documents(b)])
     assert (b / "notes.txt").read_text() == "mine"
 
 
@@ -326,7 +334,8 @@ def test_sigkill_mid_convert_then_next_convert_succeeds_without_debris(tiny_pt2,
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert convert(tiny_pt2, b) == 0
-    assert sorted(p.name for p in b.iterdir()) == ["golden.npz", "manifest.json", "tiny_fp32.onnx"]
+    assert sorted(p.name for p in b.iterdir()) == sorted(["golden.npz", "manifest.json", "tiny_fp32.onnx",
+                                                          *documents(b)])
     assert main(["verify", str(b)]) == 0
 
 

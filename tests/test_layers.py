@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgekit.converters", "edgekit.quant"),
     # 3 using artifacts: sources, bundle verification, benchmarks, reports, devices
     ("edgekit.sources", "edgekit.verify.bundle", "edgekit.verify.variants", "edgekit.benchmarking", "edgekit.report",
-     "edgekit.devices", "edgekit.generate"),
+     "edgekit.devices", "edgekit.generate", "edgekit.appcode"),
     # 4 training and specialization, recipes
     ("edgekit.lora", "edgekit.training", "edgekit.recipe"),
     # 5 orchestration: conversion into bundles, the pipeline, the public API

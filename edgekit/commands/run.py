@@ -23,7 +23,10 @@ def run(args: argparse.Namespace) -> int:
     recipe = edgekit.load_recipe(args.recipe)
     outcome = edgekit.run(recipe, args.out, overwrite=args.overwrite)
     show_rows(args, outcome.rows, f"{recipe.name}: {outcome.report['reference']}", data=outcome.report)
-    status(f"report: {outcome.report_path}")
+    line = ["edgekit", "run", args.recipe, *(["--out", str(args.out)] if args.out else []),
+            *(["--overwrite"] if args.overwrite else []), *(["--json"] if args.json else [])]
+    html = edgekit.write_html_report(outcome.report_path, command=line)
+    status(f"report: {outcome.report_path}, {html}")
     gate = outcome.report.get("placement_gate")
     if gate and not gate["passed"]:
         print(f"edgekit: error: {gate['message']}", file=sys.stderr)

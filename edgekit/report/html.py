@@ -1,0 +1,333 @@
+"""One self-contained HTML page for a run (``report.json``) or a bundle (``manifest.json``): the artifact table,
+size vs latency coloured by accuracy, per-layer SQNR, sequence-length scaling, adapter variants, placement, and
+the commands and tool versions. Inline SVG only (``edgekit.report.plots``): no script, no network.
+
+A manifest and a report are untrusted: every string taken from them is escaped (``html.escape``), and a value
+of the wrong type is shown as unknown rather than trusted."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from html import escape
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from edgekit.artifact import MANIFEST, load_manifest, manifest_problem
+from edgekit.errors import EdgekitError
+from edgekit.io import atomic_write_text
+from edgekit.report import plots
+from edgekit.report.rows import build_rows
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+NOT_BENCHMARKED = "not benchmarked"
+_PREFILL = re.compile(r"^prefill_L(\d+)$")
+
+
+def _e(value: Any) -> str:
+    return escape(str(value), quote=True)
+
+
+def _num(value: Any) -> float | None:
+    """A finite number from untrusted data, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        return None
+    return float(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """The report behind ``path``: a run folder or its report.json (kind "run"), or a bundle folder or its
+    manifest.json (kind "bundle": rows from the manifest, no latency)."""
+    path = Path(path)
+    report_file = path / REPORT_JSON if path.is_dir() else path
+    if report_file.name == REPORT_JSON and report_file.is_file():
+        try:
+            report = json.loads(report_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EdgekitError(f"{report_file} is not readable JSON ({exc}); expected edgekit run's report.json")
+        if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
+            raise EdgekitError(f"{report_file} has no 'rows' list; expected the report.json that `edgekit run` writes")
+        if report.get("manifest") is not None and (problem := manifest_problem(report["manifest"])):
+            raise EdgekitError(f"{report_file}: its manifest is damaged: {problem}")
+        return {**report, "kind": "run", "path": str(report_file.parent)}
+    if (path.is_dir() and (path / MANIFEST).is_file()) or (path.is_file() and path.name == MANIFEST):
+        manifest = load_manifest(path)
+        bundle = path if path.is_dir() else path.parent
+        return {"kind": "bundle", "path": str(bundle), "bundle": str(bundle), "rows": build_rows(manifest, []),
+                "manifest": manifest.to_dict()}
+    raise EdgekitError(f"{path} is neither a run folder (with {REPORT_JSON}) nor a bundle (with {MANIFEST}); "
+                       f"give the folder `edgekit run` or `edgekit convert` wrote")
+
+
+def write_html_report(source: str | Path, out: str | Path | None = None,
+                      command: Sequence[str] | None = None) -> Path:
+    """Render ``source`` (run folder, bundle, report.json or manifest.json) to ``out``, atomically; ``command``
+    is the command line recorded on the page. Returns the path written. By default a run's page is report.html
+    beside report.json; a bundle's is ``<bundle>_report.html`` beside the bundle folder, never inside it (the
+    manifest does not name it, so `edgekit verify` would call it stray)."""
+    report = load_report(source)
+    folder = Path(report["path"])
+    default = folder / REPORT_HTML if report["kind"] == "run" else folder.parent / f"{folder.resolve().name}_report.html"
+    target = Path(out) if out is not None else default
+    atomic_write_text(target, render_html(report, command))
+    return target
+
+
+def render_html(report: dict[str, Any], command: Sequence[str] | None = None) -> str:
+    """The whole page for a loaded report (``load_report``)."""
+    manifest = _dict(report.get("manifest"))
+    name = manifest.get("name") or _dict(report.get("recipe")).get("name") or "edgekit report"
+    body = []
+    for anchor, title, section in SECTIONS:
+        html = section(report, command)
+        if html is not None:
+            body.append(f'<section id="{anchor}"><h2>{_e(title)}</h2>{html}</section>')
+    nav = " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, s in SECTIONS if f'id="{a}"' in "".join(body))
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+            f"img-src data:\"><title>{_e(name)} · edgekit report</title><style>{CSS}</style></head><body>"
+            f"<header><h1>{_e(name)}</h1><p class=\"sub\">{_summary(report)}</p><nav>{nav}</nav></header>"
+            + "".join(body) + "</body></html>\n")
+
+
+def _summary(report: dict[str, Any]) -> str:
+    manifest = _dict(report.get("manifest"))
+    rows = [r for r in _list(report.get("rows")) if isinstance(r, dict) and r.get("format") != "pytorch"]
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("verified", "exported", "failed")}
+    what = "run" if report["kind"] == "run" else "bundle (manifest only: not benchmarked)"
+    parts = [f"{what} · {_e(report.get('path', ''))}", f"{len(rows)} artifact rows: "
+             + ", ".join(f'<span class="st-{s}">{n} {s}</span>' for s, n in counts.items())]
+    if report.get("reference"):
+        parts.append(f"verified on {_e(report['reference'])}")
+    if manifest.get("created"):
+        parts.append(f"created {_e(manifest['created'])}")
+    return " · ".join(parts)
+
+
+def _size(n: Any) -> str:
+    n = _num(n)
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    v = _num(value)
+    return "—" if v is None else f"{v:{spec}}{suffix}"
+
+
+def _table(head: Sequence[str], rows: list[list[str]], cls: str = "") -> str:
+    """A table from already-escaped cells."""
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="wrap"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
+
+
+def _artifacts(report: dict[str, Any], command: Sequence[str] | None) -> str:
+    rows = [r for r in _list(report.get("rows")) if isinstance(r, dict)]
+    if not rows:
+        return "<p>No artifacts in this report.</p>"
+    unbenched = NOT_BENCHMARKED if report["kind"] == "bundle" else "—"
+    out = []
+    for r in rows:
+        status = str(r.get("status", ""))
+        latency = unbenched if _num(r.get("median_ms")) is None else f"{_num(r['median_ms']):.3f}"
+        out.append([f'<span class="st-{_e(status)}">{_e(status)}</span>', f"<code>{_e(r.get('artifact', ''))}</code>",
+                    _e(r.get("format", "")), _e(r.get("precision", "")), _e(r.get("graph", "") or "—"),
+                    _e(r.get("runtime", "")) + ("" if r.get("target") in (None, "host") else f" @ {_e(r['target'])}"),
+                    _size(r.get("size_bytes")), _fmt(r.get("accuracy"), ".2%"), _fmt(r.get("max_abs_diff"), ".1e"),
+                    _fmt(r.get("top1_agreement"), ".1%"), _e(latency), _fmt(r.get("p90_ms"), ".3f"),
+                    _fmt(r.get("runs"), ".0f"), _fmt(r.get("speedup_vs_pytorch"), ".2f", "×"),
+                    _e(r.get("placement") or "—"), _e(r.get("note") or "")])
+    head = ("status", "artifact", "format", "precision", "graph", "runtime", "size", "accuracy", "max |Δ|",
+            "top-1 agree", "median ms", "p90 ms", "runs", "× PyTorch", "placement", "note")
+    return _table(head, out, "artifacts")
+
+
+def _size_latency(report: dict[str, Any], command: Sequence[str] | None) -> str:
+    rows = [r for r in _list(report.get("rows")) if isinstance(r, dict) and r.get("format") != "pytorch"]
+    graphs = list(dict.fromkeys(str(r.get("graph") or "") for r in rows))
+    graph = "step" if "step" in graphs else (graphs[0] if graphs else "")
+    points: dict[tuple[str, str], plots.Point] = {}
+    for r in rows:
+        size, ms = _num(r.get("size_bytes")), _num(r.get("median_ms"))
+        key = (str(r.get("format", "")), str(r.get("precision", "")))
+        if str(r.get("graph") or "") == graph and size is not None and ms is not None and key not in points:
+            points[key] = plots.Point(size / 1e6, ms, _num(r.get("accuracy")), " ".join(key))
+    if not points:
+        why = ("not benchmarked: a bundle records sizes, not latency (`edgekit run` or `edgekit bench` measures it)"
+               if report["kind"] == "bundle" else "no artifact has both a size and a measured latency")
+        return f'<p class="empty">{_e(why)}</p>'
+    note = f" (graph <code>{_e(graph)}</code>)" if len(graphs) > 1 and graph else ""
+    svg = plots.scatter(list(points.values()), "size (MB)", "median latency (ms)", "accuracy")
+    return (f"<p>One point per format × precision{note}; colour is accuracy on the verification set "
+            f"(grey: not measured).</p><figure>{svg}</figure>")
+
+
+def _sqnr(report: dict[str, Any], command: Sequence[str] | None) -> str:
+    groups: dict[str, tuple[list[str], list[dict]]] = {}
+    unrecorded = []
+    for a in _list(_dict(report.get("manifest")).get("artifacts")):
+        layers = [x for x in _list(_dict(_dict(a.get("verification")).get("quantization")).get("layer_sqnr_db"))
+                  if isinstance(x, dict)]
+        if layers:
+            key = json.dumps(layers, sort_keys=True, default=str)
+            groups.setdefault(key, ([], layers))[0].append(str(a.get("file") or a.get("format")))
+        elif a.get("precision") not in (None, "fp32"):
+            unrecorded.append(str(a.get("file") or a.get("format")))
+    if not groups:
+        text = ("no per-layer SQNR recorded for " + ", ".join(unrecorded)) if unrecorded else \
+            "no quantized artifact: every artifact is float, so there is no quantization error to attribute"
+        return f'<p class="empty">{_e(text)}</p>'
+    out = ["<p>Signal-to-quantization-noise ratio of each layer's output against the float model "
+           "(higher is better; under ~20 dB a layer is a likely cause of accuracy loss; "
+           "\"exact\": no error, \"float\": kept in float).</p>"]
+    for files, layers in groups.values():
+        items = [(f"{x.get('layer', '?')} ({x.get('op', '?')})",
+                  _num(x.get("sqnr_db")) if x.get("quantized", True) else None) for x in layers]
+        none_texts = {"exact" if x.get("quantized", True) else "float" for x in layers if _num(x.get("sqnr_db")) is None}
+        out.append(f"<h3>{_e(', '.join(files))}</h3><figure>"
+                   f"{plots.hbars(items, 'SQNR (dB)', '/'.join(sorted(none_texts)) or 'exact')}</figure>")
+    return "".join(out)
+
+
+def _sequence(report: dict[str, Any], command: Sequence[str] | None) -> str | None:
+    rows = [r for r in _list(report.get("rows")) if isinstance(r, dict)]
+    prefill = [(int(m.group(1)), r) for r in rows if (m := _PREFILL.match(str(r.get("graph") or "")))]
+    has_step = any(str(r.get("graph") or "").startswith("step") for r in rows)
+    if not prefill and not has_step:
+        return None
+    series: dict[str, list[tuple[float, float]]] = {}
+    for length, r in prefill:
+        if (ms := _num(r.get("median_ms"))) is not None:
+            series.setdefault(f"{r.get('format', '')} {r.get('precision', '')}", []).append((length, ms))
+    lengths = sorted({n for n, _ in prefill})
+    out = []
+    if len(lengths) > 1 and any(len(s) > 1 for s in series.values()):
+        out.append(f"<h3>Prefill latency vs sequence length</h3><figure>"
+                   f"{plots.lines(series, 'sequence length (tokens)', 'median latency (ms)', log_x=True)}</figure>")
+    else:
+        why = NOT_BENCHMARKED if not series else f"one prefill length ({', '.join(map(str, lengths))})"
+        out.append(f'<p class="empty">Prefill latency vs sequence length: {_e(why)}; a curve needs several lengths '
+                   "measured (a checkpoint exported with several prefill lengths, or benchmarks/seq_scaling.py).</p>")
+    out.append('<p class="empty">Step latency vs context: not in this report (the bundle has one step graph; '
+               "benchmarks/seq_scaling.py sweeps contexts).</p>")
+    return "".join(out)
+
+
+def _variants(report: dict[str, Any], command: Sequence[str] | None) -> str:
+    manifest = _dict(report.get("manifest"))
+    latency = {str(r.get("artifact")): _num(r.get("median_ms")) for r in _list(report.get("rows")) if isinstance(r, dict)}
+    entries = [a for a in _list(manifest.get("artifacts")) if isinstance(a, dict)]
+    entries += [a for a in _list(_dict(report.get("adapter_bundle")).get("artifacts")) if isinstance(a, dict)]
+    out = []
+    adapters = [a for a in _list(manifest.get("adapters")) if isinstance(a, dict)]
+    if adapters:
+        out.append(_table(("adapter", "domain", "rank", "alpha", "description", "sha256"), [
+            [_e(a.get("name", "")), _e(a.get("domain") or "—"), _fmt(a.get("rank"), ".0f"), _fmt(a.get("alpha"), "g"),
+             _e(a.get("description") or "—"), f"<code>{_e(str(a.get('sha256') or '—')[:16])}</code>"]
+            for a in adapters]))
+    rows = []
+    for a in entries:
+        for v in (x for x in _list(a.get("variants")) if isinstance(x, dict)):
+            check = _dict(v.get("verification"))
+            key = str(a.get("file")) + ("" if v.get("name") == "base" else f"#{v.get('name')}")
+            ms = latency.get(key)
+            rows.append([f"<code>{_e(a.get('file', ''))}</code>", _e(v.get("name", "")), _e(v.get("adapter") or "—"),
+                         f"<code>{_e(json.dumps(v.get('select'), default=str))}</code>", _e(check.get("status", "—")),
+                         _fmt(check.get("max_abs_diff"), ".1e"), _fmt(check.get("accuracy"), ".2%"),
+                         _e(NOT_BENCHMARKED if ms is None else f"{ms:.3f}")])
+    if rows:
+        out.append(_table(("artifact", "variant", "adapter", "select", "verification", "max |Δ|", "accuracy",
+                           "median ms"), rows))
+    skipped = _dict(_dict(report.get("adapter_bundle")).get("skipped"))
+    out += [f'<p class="empty">{_e(fmt)}: not packaged: {_e(why)}</p>' for fmt, why in skipped.items()]
+    return "".join(out) or '<p class="empty">No adapter variants: this bundle holds the base model only.</p>'
+
+
+def _placement(report: dict[str, Any], command: Sequence[str] | None) -> str:
+    rows = []
+    for a in (x for x in _list(_dict(report.get("manifest")).get("artifacts")) if isinstance(x, dict)):
+        for accel, p in _dict(a.get("placement")).items():
+            p = _dict(p)
+            worst = [_dict(o) for o in _list(p.get("offenders"))]
+            offenders = ", ".join(f"{o.get('op', '?')} ×{o.get('count', '?')}" for o in worst[:4])
+            found = (f"{_fmt(p.get('coverage'), '.0%')} of {_fmt(p.get('ops'), '.0f')} ops on; "
+                     f"{_fmt(p.get('islands'), '.0f')} islands" if not p.get("not_run") else "not run")
+            detail = p.get("not_run") or "; ".join(
+                [f"{o.get('op')}: {o.get('reason', '')} {o.get('fix', '')}".strip() for o in worst[:2]]
+                + [str(n) for n in _list(p.get("notes"))[:1]])
+            rows.append([f"<code>{_e(a.get('file') or a.get('format'))}</code>", _e(accel), _e(p.get("source", "")),
+                         _e(found), _e(offenders or "—"), f'<span class="detail">{_e(detail)}</span>'])
+    gate = _dict(report.get("placement_gate"))
+    out = [_table(("artifact", "accelerator", "source", "placement", "falls back", "detail"), rows)] if rows else \
+        ['<p class="empty">No placement recorded for these artifacts.</p>']
+    if gate:
+        verdict = "passed" if gate.get("passed") else f"failed: {gate.get('message', '')}"
+        out.append(f"<p>Placement gate (require {_e(gate.get('require'))}, min coverage "
+                   f"{_e(gate.get('min_coverage'))}%): <b>{_e(verdict)}</b></p>")
+    return "".join(out)
+
+
+def _provenance(report: dict[str, Any], command: Sequence[str] | None) -> str:
+    manifest = _dict(report.get("manifest"))
+    source = _dict(manifest.get("source"))
+    recipe = _dict(report.get("recipe"))
+    facts = [("command that wrote this page", shlex.join(command) if command else "not recorded")]
+    if report["kind"] == "run":
+        facts += [("recipe", recipe.get("path") or "not recorded"),
+                  ("checkpoint", report.get("checkpoint") or "—"), ("bundle", report.get("bundle") or "—")]
+    facts += [("source", " · ".join(f"{k}: {v}" for k, v in source.items() if v not in (None, "", [])) or "—"),
+              ("edgekit", manifest.get("edgekit_version", "—")), ("created", manifest.get("created", "—"))]
+    stages = _dict(report.get("stage_seconds"))
+    if stages:
+        facts.append(("stage seconds", ", ".join(f"{k} {v}" for k, v in stages.items())))
+    training = _dict(report.get("training"))
+    if training:
+        facts.append(("training", ", ".join(f"{k} {_fmt(v, '.4g') if _num(v) is not None else v}"
+                                            for k, v in training.items())))
+    out = [_table(("what", "value"), [[_e(k), f"<code>{_e(v)}</code>"] for k, v in facts], "facts")]
+    tools = _dict(manifest.get("tools"))
+    out.append(_table(("tool", "version"), [[_e(k), _e(v)] for k, v in tools.items()], "tools") if tools
+               else '<p class="empty">No tool versions recorded.</p>')
+    return "".join(out)
+
+
+# the page's sections, in order: (anchor, title, writer → escaped HTML, or None to leave the section out)
+SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any], Sequence[str] | None], str | None]], ...] = (
+    ("artifacts", "Artifacts", _artifacts),
+    ("size-latency", "Size vs latency", _size_latency),
+    ("sqnr", "Per-layer SQNR", _sqnr),
+    ("sequence", "Sequence scaling", _sequence),
+    ("variants", "Adapter variants", _variants),
+    ("placement", "Placement", _placement),
+    ("provenance", "Commands and tool versions", _provenance),
+)
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;margin:0 auto;max-width:1440px;
+padding:0 24px 48px;background:#fafafa}
+header{border-bottom:2px solid #ddd;margin-bottom:8px}h1{margin:20px 0 4px;font-size:24px}
+h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #e4e4e4;padding-bottom:4px}h3{font-size:14px;margin:14px 0 4px}
+.sub{color:#555;margin:0 0 8px}nav{margin:0 0 10px}nav a{color:#1f5fa8;text-decoration:none}
+table{border-collapse:collapse;background:#fff;margin:6px 0 10px;font-size:13px}
+th,td{border:1px solid #e0e0e0;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f0f0f0}
+table.artifacts td:nth-child(n+7):nth-child(-n+14){text-align:right;white-space:nowrap}
+code{font:12px ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere}
+table.artifacts td:nth-child(2) code,table.artifacts td:nth-child(5){white-space:nowrap}
+table.artifacts td:last-child{min-width:220px}td:first-child code{white-space:nowrap}.wrap{overflow-x:auto}
+.st-verified{color:#1b7a1b;font-weight:600}.st-exported{color:#a06800;font-weight:600}
+.st-failed{color:#b3261e;font-weight:600}.empty{color:#666;font-style:italic}.detail{color:#555;font-size:12px}
+figure{margin:8px 0;background:#fff;border:1px solid #e0e0e0;display:inline-block;padding:6px}
+svg .tick{font-size:11px;fill:#444}svg .axis{font-size:12px;fill:#222}svg .plabel{font-size:11px;fill:#222}
+"""

@@ -1,0 +1,159 @@
+"""`edgekit report`: one self-contained HTML page from a run or a bundle — the artifacts in its text, plots that
+are SVG with real data points, every manifest string escaped, and (where Debian's chromium is installed) a real
+browser rendering it to a screenshot that is not blank."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import edgekit
+from edgekit.cli import main
+from edgekit.report.html import load_report, render_html
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def _section(page: str, anchor: str) -> str:
+    match = re.search(rf'<section id="{anchor}">(.*?)</section>', page, re.S)
+    assert match, f"no section {anchor}"
+    return match.group(1)
+
+
+def _points(svg_html: str) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in re.findall(r'class="point" cx="([\d.]+)" cy="([\d.]+)"', svg_html)]
+
+
+def test_run_page_has_artifacts_plots_and_versions(default_run, tmp_path, capsys):
+    out, outcome = default_run
+    code = main(["report", str(out), "--html", str(tmp_path / "r.html")])
+    assert code == 0, capsys.readouterr().err
+    page = (tmp_path / "r.html").read_text()
+    artifacts = _section(page, "artifacts")
+    for row in outcome.rows:
+        assert row["artifact"] in artifacts
+    assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?\s*(https?:|//)""", page, re.I)  # loads nothing
+    assert "<script" not in page
+    # one point per benchmarked format × precision, placed at different sizes/latencies, coloured by accuracy
+    benched = {(r["format"], r["precision"]) for r in outcome.rows
+               if r["format"] != "pytorch" and r["median_ms"] is not None and r["size_bytes"] is not None}
+    plot = _section(page, "size-latency")
+    points = _points(plot)
+    assert len(benched) >= 2 and len(points) == len(benched)
+    assert len(set(points)) == len(points)
+    assert all(f"{fmt} {precision}" in plot for fmt, precision in benched)
+    provenance = _section(page, "provenance")
+    assert edgekit.__version__ in provenance and "onnxruntime" in provenance and "edgekit report" in provenance
+
+
+def test_bundle_page_says_not_benchmarked_and_stays_outside_the_bundle(bundle, tmp_path):
+    copy_ = tmp_path / "mybundle"
+    copy_.mkdir()
+    shutil.copy(bundle / "manifest.json", copy_ / "manifest.json")
+    written = edgekit.write_html_report(copy_)
+    assert written == tmp_path / "mybundle_report.html"  # beside the bundle: not a stray file inside it
+    assert sorted(p.name for p in copy_.iterdir()) == ["manifest.json"]
+    page = written.read_text()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert all(a["file"] in _section(page, "artifacts") for a in manifest["artifacts"])
+    assert "not benchmarked" in _section(page, "artifacts")
+    assert "not benchmarked" in _section(page, "size-latency") and "<svg" not in _section(page, "size-latency")
+    assert manifest["tools"]["torch"] in _section(page, "provenance")
+
+
+def _rich_report(default_run) -> dict:
+    """The real run's report plus an int8 artifact with per-layer SQNR, adapter variants, placement and three
+    prefill lengths: every section of the page gets data."""
+    out, _ = default_run
+    report = load_report(out)
+    manifest = report["manifest"]
+    base = copy.deepcopy(manifest["artifacts"][0])
+    int8 = {**copy.deepcopy(base), "file": "m_int8.onnx", "precision": "int8", "size_bytes": 150_000}
+    int8["verification"]["quantization"] = {"layer_sqnr_db": [
+        {"layer": "stem.0", "op": "conv2d", "sqnr_db": 36.6, "quantized": True},
+        {"layer": "blocks.0.pointwise", "op": "conv2d", "sqnr_db": 12.5, "quantized": True},
+        {"layer": "head", "op": "linear", "sqnr_db": None, "quantized": False}]}
+    int8["placement"] = {"xnnpack": {"source": "XNNPACK delegate", "not_run": None, "coverage": 0.9, "ops": 10,
+                                     "islands": 2, "offenders": [{"op": "MEAN", "count": 1, "reason": "no kernel",
+                                                                  "fix": "use AVERAGE_POOL_2D"}], "notes": []}}
+    int8["variants"] = [{"name": "base", "adapter": None, "select": {"signature": "base"},
+                         "verification": {"status": "passed", "max_abs_diff": 1e-6, "accuracy": 0.99}},
+                        {"name": "rotated", "adapter": "rotated", "select": {"signature": "rotated"},
+                         "verification": {"status": "passed", "max_abs_diff": 2e-6, "accuracy": 0.91}}]
+    manifest["artifacts"].append(int8)
+    row = next(r for r in report["rows"] if r["artifact"] == base["file"])
+    report["rows"].append({**row, "artifact": "m_int8.onnx", "precision": "int8", "size_bytes": 150_000,
+                           "median_ms": 0.05, "accuracy": 0.95})
+    report["rows"] += [{**row, "artifact": f"p{n}.onnx", "graph": f"prefill_L{n}", "median_ms": ms}
+                       for n, ms in ((64, 1.0), (256, 3.5), (1024, 14.0))]
+    return report
+
+
+def test_every_section_draws_its_data(default_run):
+    page = render_html(_rich_report(default_run), ["edgekit", "report", "x"])
+    sqnr = _section(page, "sqnr")
+    bars = re.findall(r'class="bar" x="[\d.]+" y="[\d.]+" width="([\d.]+)"', sqnr)
+    assert len(bars) == 2 and float(bars[0]) > 2 * float(bars[1])  # 36.6 dB drawn longer than 12.5 dB
+    assert "head (linear)" in sqnr and "float" in sqnr
+    sequence = _section(page, "sequence")
+    points = sorted(_points(sequence))
+    assert len(points) == 3 and points[0][1] > points[1][1] > points[2][1]  # longer prefill: slower, higher
+    variants = _section(page, "variants")
+    assert "rotated" in variants and "91.00%" in variants
+    placement = _section(page, "placement")
+    assert "MEAN ×1" in placement and "90% of 10 ops" in placement
+    assert len(_points(_section(page, "size-latency"))) == 3  # + int8
+
+
+def test_hostile_strings_are_escaped(default_run):
+    report = _rich_report(default_run)
+    manifest = report["manifest"]
+    manifest["name"] = HOSTILE
+    manifest["tools"]["evil"] = HOSTILE
+    manifest["artifacts"][-1]["verification"]["quantization"]["layer_sqnr_db"][0]["layer"] = HOSTILE
+    manifest["artifacts"][-1]["placement"]["xnnpack"]["offenders"][0]["reason"] = HOSTILE
+    manifest["artifacts"][-1]["variants"][1]["name"] = HOSTILE
+    for row in report["rows"]:
+        row["note"], row["placement"] = HOSTILE, HOSTILE
+    report["rows"][-4]["artifact"] = report["rows"][-4]["format"] = HOSTILE  # the int8 row: a plotted point
+    page = render_html(report, ["edgekit", "report", HOSTILE])
+    assert "<script" not in page and "<img" not in page
+    assert page.count("&lt;script&gt;") >= 6
+    for section in ("size-latency", "sqnr", "variants", "placement", "provenance"):
+        assert "&lt;script&gt;" in _section(page, section), section
+
+
+def test_bad_input_is_one_clear_error(tmp_path, capsys):
+    code = main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0 and "neither a run folder" in err and "Traceback" not in err
+    (tmp_path / "report.json").write_text(json.dumps({"rows": "nope"}))
+    assert main(["report", str(tmp_path)]) != 0
+    assert "no 'rows' list" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (apt-get install chromium): no headless browser check")
+def test_chromium_renders_the_page(default_run, tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "r.html"
+    page.write_text(render_html(_rich_report(default_run)))
+    flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "cnn_digits_fp32.onnx" in dom.stdout and "Per-layer SQNR" in dom.stdout, dom.stderr[-2000:]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1300,2600", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 200  # text, tables and plot colours; a blank page has one or two
+    ramp = {(0x44, 0x01, 0x54), (0xfd, 0xe7, 0x25)}  # ends of the accuracy/SQNR colour ramp
+    near = sum(n for n, c in colours if any(sum(abs(a - b) for a, b in zip(c, r)) < 60 for r in ramp))
+    assert near > 50
