@@ -152,7 +152,9 @@ def test_convert_into_user_folder_only_with_overwrite_and_keeps_its_files(tiny_p
     assert convert(tiny_pt2, d, "--overwrite") == 0
     after = snapshot(d)
     assert {k: after[k] for k in before} == before  # every user file untouched, byte for byte
-    assert set(after) - set(before) == {"manifest.json", "golden.npz", "tiny_fp32.onnx"}
+    added = {Path(k).parts[0] for k in set(after) - set(before)}
+    assert "MODEL_CARD.md" in documents(d)  # the bundle's documents are listed in its manifest, nothing else added
+    assert added == {"manifest.json", "golden.npz", "tiny_fp32.onnx", *documents(d)}
 
 
 def test_library_writer_keeps_user_files(tmp_path):
