@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekit.converters.coreml._compat import blob_reader
 from edgekit.converters.coreml.ane_rules import ANE_RULES, RULE_ORDER, OpView, Tensor
-from edgekit.errors import EdgekitError, require
+from edgekit.errors import EdgekitError, first_line, require
 from edgekit.placement import OpPlacement, Placement, Where
 from edgekit.quiet import quiet
 
@@ -42,8 +42,7 @@ def ane_placement(path: Path) -> Placement:
     try:
         return measured_placement(path, lint)
     except Exception as exc:  # noqa: BLE001 - Core ML's compiler or plan failed: the lint still stands, said so
-        first = (str(exc).splitlines() or [""])[0][:200]
-        lint.notes.append(f"MLComputePlan failed: {type(exc).__name__}: {first}")
+        lint.notes.append(f"MLComputePlan failed: {type(exc).__name__}: {first_line(exc, 200, '(no message)')}")
         return lint
 
 
@@ -149,7 +148,7 @@ def lint_package(path: Path) -> Placement:
         with quiet():
             spec = ct.models.utils.load_spec(str(path))
     except Exception as exc:  # coremltools raises several types for a damaged package
-        raise EdgekitError(f"{path} is not a loadable Core ML package: {str(exc).splitlines()[0][:200]}") from None
+        raise EdgekitError(f"{path} is not a loadable Core ML package: {first_line(exc, 200, '(no message)')}") from None
     if spec.WhichOneof("Type") != "mlProgram":
         return Placement("ane", "lint", not_run=f"the lint reads ML Programs; this is a {spec.WhichOneof('Type')} "
                                                 "model (convert with convert_to='mlprogram')")

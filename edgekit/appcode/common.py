@@ -181,6 +181,18 @@ def write_app_code(bundle: str | Path, manifest: Manifest, out: str | Path, lang
     return written
 
 
+def language_literal(value: Any, list_open: str, list_close: str, null: str, dollar: str = "$") -> str:
+    """A Swift or Kotlin literal: lists as ``list_open … list_close``, None as ``null``, strings JSON-escaped (non-ASCII
+    kept) with ``$`` written as ``dollar`` (Kotlin's string templates need ``\\$``)."""
+    if isinstance(value, (list, tuple)):
+        return list_open + ", ".join(language_literal(v, list_open, list_close, null, dollar) for v in value) + list_close
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("$", dollar)
+    if value is None:
+        return null
+    return swift_kotlin_literal(value)
+
+
 def swift_kotlin_literal(value: Any) -> str:
     """A number, string, list or None as a literal both Swift and Kotlin read (lists as the caller wraps them)."""
     if value is None:

@@ -5,11 +5,10 @@ on-device parity self-test."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from edgekit import __version__
-from edgekit.appcode.common import LANGUAGES, AppArtifact, Language, Tensor, fill, swift_kotlin_literal
+from edgekit.appcode.common import LANGUAGES, AppArtifact, Language, Tensor, fill, language_literal
 from edgekit.artifact import Manifest
 
 PACKAGE = "edgekit.generated"
@@ -21,13 +20,7 @@ ORT_API = ("ONNX Runtime Java/Android API, Maven com.microsoft.onnxruntime:onnxr
 
 def literal(value: Any) -> str:
     """A Kotlin literal: strings JSON-escaped with ``$`` escaped, lists as ``listOf(...)``, None as null."""
-    if isinstance(value, (list, tuple)):
-        return "listOf(" + ", ".join(literal(v) for v in value) + ")"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False).replace("$", "\\$")
-    if value is None:
-        return "null"
-    return swift_kotlin_literal(value)
+    return language_literal(value, "listOf(", ")", "null", "\\$")
 
 
 def _float(value: float | None) -> str:

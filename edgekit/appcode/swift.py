@@ -4,11 +4,10 @@ multifunction adapter package chosen by name) plus ``EdgekitGolden.swift``, the 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from edgekit import __version__
-from edgekit.appcode.common import LANGUAGES, AppArtifact, Language, fill, swift_kotlin_literal
+from edgekit.appcode.common import LANGUAGES, AppArtifact, Language, fill, language_literal
 from edgekit.artifact import Manifest
 
 API = ("Core ML (MLModel, MLMultiArray; MLState and MLModelConfiguration.functionName need iOS 18 / macOS 15), "
@@ -17,11 +16,7 @@ API = ("Core ML (MLModel, MLMultiArray; MLState and MLModelConfiguration.functio
 
 def literal(value: Any) -> str:
     """A Swift literal: strings JSON-escaped (no ``\\u`` escapes: non-ASCII stays as is), lists as arrays."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(literal(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return swift_kotlin_literal(value)
+    return language_literal(value, "[", "]", "nil")
 
 
 def _optional(value: float | None) -> str:
