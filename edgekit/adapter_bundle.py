@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.artifact import (BASE, FAILED, ArtifactEntry, Manifest, artifact_metadata, bundle_lock, golden_graph,
-                              record_entries)
+                              load_manifest, record_entries)
 from edgekit.checkpoint import Checkpoint, load_checkpoint
 from edgekit.conversion import io_spec, manifest_for, write_entry, write_golden
 from edgekit.converters.base import CONVERTERS, Converter
+from edgekit.documents import write_documents
 from edgekit.errors import EdgekitError
 from edgekit.graph import ModelSource, NamedGraph
 from edgekit.io import check_output_dir, remove_stale_staging, sha256_path, size_bytes
@@ -110,7 +111,7 @@ def package_adapters(checkpoint: str | Path, adapter_paths: list[str | Path], fo
             for conv in converters:
                 package_one(conv, variants, bundle, manifest, spec, threads,
                             record=lambda entry: record_entries(bundle, manifest, [entry]))
-    return manifest
+        return write_documents(bundle, load_manifest(bundle))  # model card + app code of the verified variants
 
 
 def adapter_summary(adapter: Adapter) -> dict[str, Any]:

@@ -192,6 +192,16 @@ def test_multi_adapter_bundle(checkpoint, adapters, tmp_path, capsys):
     assert (bundle / "golden.npz").is_file() and (bundle / "golden_digits_mirrored_noisy.npz").is_file()
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["adapters"][0]["base_sha256"] == load_checkpoint(checkpoint).sha256
+    docs = manifest["documents"]  # model card + app code, written after every variant was verified
+    assert "error" not in docs["app_code"] and "error" not in docs["model_card"], docs
+    kotlin = {Path(f).name: (bundle / f).read_text() for f in docs["app_code"]["files"] if f.endswith(".kt")}
+    tflite_kt = next(t for n, t in kotlin.items() if n.endswith("Tflite.kt"))
+    onnx_kt = next(t for n, t in kotlin.items() if n.endswith("Onnx.kt"))
+    assert all(f'"{n}" to "{n}"' in tflite_kt for n in names)  # LiteRT: a signature per variant
+    assert all(f'to "{f}"' in onnx_kt for f in adapter_files) and '"base" to null' in onnx_kt  # ORT: .onnx_adapter
+    assert all((bundle / "app" / "golden" / f"{n}.json").is_file() for n in adapters)  # each variant's golden rows
+    card = json.loads((bundle / "model_card.json").read_text())
+    assert {(r["format"], r["variant"]) for r in card["formats"]} >= {(f, n) for f in ("onnx", "tflite") for n in names}
 
     code, out, _ = run_cli(capsys, "verify", bundle, "--json")
     assert code == 0 and {r["status"] for r in json.loads(out)["results"]} == {"passed"}
@@ -357,6 +367,8 @@ def test_coreml_multifunction_bundle(checkpoint, adapters, tmp_path, capsys):
     assert all(v["verification"]["status"] == "passed" and v["verification"]["method"] == "mil-reference"
                for v in art["variants"])
     assert art["verification"]["size_ratio_vs_base"] <= 1.35  # measured 1.26x (fp16 weights)
+    (swift,) = (bundle / "app" / "swift").glob("*Coreml.swift")  # the app code selects a function by name
+    assert "config.functionName = name" in swift.read_text() and all(f'"{n}"' in swift.read_text() for n in adapters)
     spec = ct.models.MLModel(str(bundle / art["file"]), skip_model_load=True).get_spec()
     assert set(spec.mlProgram.functions) == {"base", *adapters}
     for name, function in spec.mlProgram.functions.items():

@@ -1,7 +1,8 @@
 """What the generated app code needs from a bundle, language-neutral: one ``AppArtifact`` per verified
 artifact (names, shapes, dtypes, int8 scale/zero-point, the per-output criteria it was verified with),
-the golden files exported as raw little-endian arrays + a JSON index (never a pickle), the template type
-and the registry of languages (``LANGUAGES``: name → generator of {relative path: text})."""
+the golden files exported as raw little-endian arrays + a JSON index (never a pickle; the first rows only,
+``APP_GOLDEN_BYTES``), the template type and the registry of languages (``LANGUAGES``: name → generator of
+{relative path: text})."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import numpy as np
 
 from edgekit.artifact import BASE, VERIFIED, Manifest, bundle_path, golden_graph, golden_name
 from edgekit.converters.onnx.session import session_config
-from edgekit.errors import EdgekitError
-from edgekit.io import atomic_output, atomic_write_text
 from edgekit.registry import Registry
 
 APP_FOLDER = "app"  # inside the bundle: app/swift, app/kotlin, app/golden
 GOLDEN_FOLDER = "golden"
+# What the app's golden copy of one golden file may hold: its first rows up to this many bytes (at least one
+# row; all of them when they fit). `edgekit verify` checks every row; the app's self-test is the on-device
+# smoke parity, and an LM's golden file (ssm_lm: 16 sequences × 256 positions × 256 logits) is megabytes.
+APP_GOLDEN_BYTES = 256 * 1024
 
 
 class Code(string.Template):
@@ -77,6 +80,14 @@ class AppArtifact:
     states: list[dict[str, Any]] = field(default_factory=list)
     usage: str = ""
     session_config: dict[str, str] = field(default_factory=dict)  # ONNX: entries an app must set on its session
+    golden_rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # golden key → (rows kept, rows in bundle)
+
+    def rows_note(self, variant: str) -> str:
+        """``"the first 1 of 16 golden rows"`` for the golden copy ``variant`` reads (all rows when unknown)."""
+        kept, total = self.golden_rows.get(self.golden.get(variant, ""), (0, 0))
+        if not total:
+            return "the golden rows"
+        return f"all {total} golden rows" if kept == total else f"the first {kept} of {total} golden rows"
 
 
 def identifier(*parts: str) -> str:
@@ -121,29 +132,46 @@ def app_artifacts(manifest: Manifest, formats: tuple[str, ...], bundle: Path | N
 _DTYPES = {"<i4": "int32", "<i8": "int64", "<f4": "float32"}
 
 
-def export_golden(bundle: Path, key: str, out: Path) -> list[Path]:
-    """``golden[_<key>].npz`` of ``bundle`` as ``out/<key or 'golden'>.json`` (names, shapes, dtypes, files)
-    plus one raw little-endian ``.bin`` per array (float32, int32 or int64); returns the paths
-    written, none when the bundle has no such golden file."""
+def source_rows(arrays: dict[str, np.ndarray]) -> int:
+    """Rows of a golden file: its arrays' shared leading axis."""
+    return min((a.shape[0] for a in arrays.values() if a.ndim), default=0)
+
+
+def kept_rows(arrays: dict[str, np.ndarray], budget: int = APP_GOLDEN_BYTES) -> int:
+    """How many leading rows (axis 0, shared by every golden array) fit in ``budget`` bytes: at least one,
+    all of them when they fit."""
+    total = source_rows(arrays)
+    if not total:
+        return 0
+    per_row = sum(a[:1].size * (4 if a.dtype.itemsize <= 4 or a.dtype.kind == "f" else 8)
+                  for a in arrays.values() if a.ndim)
+    return max(1, min(total, budget // max(per_row, 1)))
+
+
+def export_golden(bundle: Path, key: str, out: Path) -> tuple[list[Path], tuple[int, int]]:
+    """``golden[_<key>].npz`` of ``bundle`` as ``out/<key or 'golden'>.json`` (names, shapes, dtypes, files,
+    rows kept of rows in the bundle) plus one raw little-endian ``.bin`` per array (float32, int32 or int64),
+    cut to ``kept_rows``; returns the paths written and (rows kept, rows in the bundle), nothing when the
+    bundle has no such golden file."""
     source = bundle_path(bundle, golden_name(key), "golden file")
     if not source.is_file():
-        return []
-    stem = key or "golden"
-    index: dict[str, Any] = {"source": source.name, "byte_order": "little", "arrays": {}}
-    written = []
+        return [], (0, 0)
     with np.load(source, allow_pickle=False) as npz:
-        for name in npz.files:
-            array = npz[name]
-            dtype = ("<i4" if array.dtype.itemsize <= 4 else "<i8") if array.dtype.kind in "iub" else "<f4"
-            target = out / f"{stem}.{name}.bin"
-            with atomic_output(target) as staged:
-                staged.write_bytes(np.ascontiguousarray(array, dtype=dtype).tobytes())
-            written.append(target)
-            index["arrays"][name] = {"file": target.name, "shape": list(array.shape),
-                                     "dtype": _DTYPES[dtype]}
+        arrays = {name: npz[name] for name in npz.files}
+    stem, rows, total = key or "golden", kept_rows(arrays), source_rows(arrays)
+    index: dict[str, Any] = {"source": source.name, "byte_order": "little", "rows": rows, "source_rows": total,
+                             "arrays": {}}
+    written = []
+    for name, array in arrays.items():
+        dtype = ("<i4" if array.dtype.itemsize <= 4 else "<i8") if array.dtype.kind in "iub" else "<f4"
+        part = array[:rows] if array.ndim else array
+        target = out / f"{stem}.{name}.bin"
+        target.write_bytes(np.ascontiguousarray(part, dtype=dtype).tobytes())
+        written.append(target)
+        index["arrays"][name] = {"file": target.name, "shape": list(part.shape), "dtype": _DTYPES[dtype]}
     target = out / f"{stem}.json"
-    atomic_write_text(target, json.dumps(index, indent=2))
-    return [target, *written]
+    target.write_text(json.dumps(index, indent=2))
+    return [target, *written], (rows, total)
 
 
 Generator = Callable[[Manifest, list[AppArtifact]], dict[str, str]]
@@ -160,24 +188,25 @@ class Language:
 LANGUAGES: Registry[Language] = Registry("app-code language")
 
 
-def write_app_code(bundle: str | Path, manifest: Manifest, out: str | Path, langs: list[str]) -> list[Path]:
+def generate_app_code(bundle: str | Path, manifest: Manifest, out: str | Path, langs: list[str]) -> list[Path]:
     """Write each language's wrappers and self-tests under ``out/<lang>/`` and the golden files they read under
-    ``out/golden/``; returns every path written."""
+    ``out/golden/``, into ``out``, a new folder (``edgekit.appcode.output`` stages it and moves it in whole);
+    returns every path written."""
     bundle, out = Path(bundle), Path(out)
-    unknown = [lang for lang in langs if lang not in LANGUAGES]
-    if unknown:
-        raise EdgekitError(f"app-code language {unknown[0]!r} is not known; use one of {', '.join(LANGUAGES)}")
+    chosen = {lang: app_artifacts(manifest, LANGUAGES.get(lang).formats, bundle) for lang in langs}
+    (out / GOLDEN_FOLDER).mkdir(parents=True)
     written: list[Path] = []
-    keys: set[str] = set()
-    for lang in langs:
-        language = LANGUAGES.get(lang)
-        artifacts = app_artifacts(manifest, language.formats, bundle)
-        for rel, text in language.generate(manifest, artifacts).items():
-            atomic_write_text(out / lang / rel, text)
+    rows: dict[str, tuple[int, int]] = {}
+    for key in sorted({k for artifacts in chosen.values() for a in artifacts for k in a.golden.values()}):
+        files, rows[key] = export_golden(bundle, key, out / GOLDEN_FOLDER)
+        written += files
+    for lang, artifacts in chosen.items():
+        for a in artifacts:
+            a.golden_rows = {k: rows[k] for k in a.golden.values() if k in rows}
+        for rel, text in LANGUAGES.get(lang).generate(manifest, artifacts).items():
+            (out / lang / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / lang / rel).write_text(text)
             written.append(out / lang / rel)
-        keys |= {k for a in artifacts for k in a.golden.values()}
-    for key in sorted(keys):
-        written += export_golden(bundle, key, out / GOLDEN_FOLDER)
     return written
 
 
@@ -204,44 +233,3 @@ def swift_kotlin_literal(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     return json.dumps(str(value))  # JSON string escapes are valid Swift/Kotlin escapes for printable text
-
-
-def syntax_problem(code: str, line_comment: str = "//") -> str | None:
-    """A tokenizer-level check (no Swift/Kotlin compiler here): brackets balanced outside string literals and
-    comments, strings closed, no unreplaced ``%%`` template field. None when nothing is wrong."""
-    if "%%" in code:
-        return f"unreplaced template field near {code[code.index('%%'):][:30]!r}"
-    pairs, stack, i, line = {")": "(", "]": "[", "}": "{"}, [], 0, 1
-    while i < len(code):
-        c = code[i]
-        if c == "\n":
-            line += 1
-        if code.startswith(line_comment, i):
-            i = code.find("\n", i)
-            i = len(code) if i < 0 else i
-            continue
-        if code.startswith("/*", i):
-            end = code.find("*/", i + 2)
-            if end < 0:
-                return f"line {line}: unclosed block comment"
-            line += code.count("\n", i, end)
-            i = end + 2
-            continue
-        if c == '"':
-            j = i + 1
-            while j < len(code) and code[j] != '"':
-                if code[j] == "\n":
-                    return f"line {line}: unclosed string literal"
-                j += 2 if code[j] == "\\" else 1
-            if j >= len(code):
-                return f"line {line}: unclosed string literal"
-            i = j + 1
-            continue
-        if c in "([{":
-            stack.append((c, line))
-        elif c in ")]}":
-            if not stack or stack[-1][0] != pairs[c]:
-                return f"line {line}: unbalanced {c!r}"
-            stack.pop()
-        i += 1
-    return f"line {stack[-1][1]}: {stack[-1][0]!r} never closed" if stack else None

@@ -33,26 +33,27 @@ def _floats(values: list[float]) -> str:
 
 COMMON_FIELDS = '''\
     const val MODEL_FILE = %%{file_lit}
-    val INPUT_NAMES = %%{in_names}
-    val INPUT_SHAPES = %%{in_shapes}
-    val INPUT_DTYPES = %%{in_dtypes}
-    val OUTPUT_NAMES = %%{out_names}
-    val OUTPUT_SHAPES = %%{out_shapes}
-    val OUTPUT_DTYPES = %%{out_dtypes}
+    val INPUT_NAMES: List<String> = %%{in_names}
+    val INPUT_SHAPES: List<List<Int>> = %%{in_shapes}
+    val INPUT_DTYPES: List<String> = %%{in_dtypes}
+    val OUTPUT_NAMES: List<String> = %%{out_names}
+    val OUTPUT_SHAPES: List<List<Int>> = %%{out_shapes}
+    val OUTPUT_DTYPES: List<String> = %%{out_dtypes}
     /** int8/uint8 I/O: real = (q - zeroPoint) * scale; null where the tensor is float. */
     val INPUT_QUANT: List<Pair<Float, Int>?> = %%{in_quant}
     val OUTPUT_QUANT: List<Pair<Float, Int>?> = %%{out_quant}
     /** Class names of the arg-max output (empty: the bundle records none). */
-    val LABELS = %%{labels}
+    val LABELS: List<String> = %%{labels}
     /** Preprocessing the model was verified with: input = (raw * SCALE - MEAN[c]) / STD[c]. */
     const val LAYOUT = %%{layout}
     const val SCALE = %%{scale}
     val MEAN = %%{mean}
     val STD = %%{std}
-    val SIZE = %%{size}
+    val SIZE: List<Int> = %%{size}
     /** Golden parity criteria per output (max |diff|, min SNR dB, min top-1 agreement; null = not checked). */
-    val CRITERIA = %%{criteria}
-    val GOLDEN_KEYS = %%{golden_keys}
+    val CRITERIA: List<EdgekitGolden.Criteria> = %%{criteria}
+    /** Variant name → golden file key in app/golden: %%{rows_note} (`edgekit verify` checks every row). */
+    val GOLDEN_KEYS: Map<String, String> = %%{golden_keys}
 
     fun normalize(raw: FloatArray, channels: Int): FloatArray {
         val plane = maxOf(raw.size / maxOf(channels, 1), 1)
@@ -75,16 +76,30 @@ import com.google.ai.edge.litert.CompiledModel
 import com.google.ai.edge.litert.Environment
 import java.io.File
 
-class %%{cls}(assets: AssetManager, assetPath: String = MODEL_FILE, accelerator: Accelerator = Accelerator.CPU) : AutoCloseable {
+/** `variant`: the adapter variant of a multi-adapter bundle (a signature of this model, or its own .tflite
+ *  file); null: the model's only (or first) signature. GPU needs litert-gpu in the app, NPU a vendor runtime. */
+class %%{cls}(
+    assets: AssetManager,
+    private val variant: String? = null,
+    assetPath: String = variant?.let { VARIANT_FILES[it] } ?: MODEL_FILE,
+    accelerator: Accelerator = Accelerator.CPU
+) : AutoCloseable {
     companion object {
-%%{fields}        /** Variant name → .tflite file of a multi-adapter bundle (create the wrapper with that assetPath). */
-        val VARIANT_FILES: Map<String, String?> = %%{variant_files}
+%%{fields}        /** Variant name → signature of this multi-signature model (adapters sharing the base weights). */
+        val SIGNATURES: Map<String, String> = %%{signatures}
+        /** Variant name → .tflite file of the variant (adapters exported as separate files). */
+        val VARIANT_FILES: Map<String, String> = %%{variant_files}
     }
 
+    private val signature: String? = variant?.let { SIGNATURES[it] }
     private val env = Environment.create()
     private val model = CompiledModel.create(assets, assetPath, CompiledModel.Options(accelerator), env)
-    private val inputBuffers = model.createInputBuffers()
-    private val outputBuffers = model.createOutputBuffers()
+    private val inputBuffers = if (signature != null) model.createInputBuffers(signature) else model.createInputBuffers()
+    private val outputBuffers = if (signature != null) model.createOutputBuffers(signature) else model.createOutputBuffers()
+
+    init {
+        require(variant == null || variant in SIGNATURES || variant in VARIANT_FILES) { "unknown variant $variant" }
+    }
 
     /** One call: flat float inputs in INPUT_NAMES order → flat float outputs (int8 I/O handled here). */
     fun predict(inputs: List<FloatArray>): List<FloatArray> {
@@ -98,11 +113,15 @@ class %%{cls}(assets: AssetManager, assetPath: String = MODEL_FILE, accelerator:
                 else -> inputBuffers[i].writeFloat(values)
             }
         }
-        model.run(inputBuffers, outputBuffers)
+        if (signature != null) model.run(inputBuffers, outputBuffers, signature) else model.run(inputBuffers, outputBuffers)
         return OUTPUT_NAMES.indices.map { i ->
             val q = OUTPUT_QUANT[i]
-            if (q != null) EdgekitGolden.dequantize(outputBuffers[i].readInt8(), q.first, q.second)
-            else outputBuffers[i].readFloat()
+            when {
+                q != null -> EdgekitGolden.dequantize(outputBuffers[i].readInt8(), q.first, q.second)
+                OUTPUT_DTYPES[i] == "int64" -> outputBuffers[i].readLong().let { v -> FloatArray(v.size) { v[it].toFloat() } }
+                OUTPUT_DTYPES[i].startsWith("int") -> outputBuffers[i].readInt().let { v -> FloatArray(v.size) { v[it].toFloat() } }
+                else -> outputBuffers[i].readFloat()
+            }
         }
     }
 
@@ -146,7 +165,7 @@ class %%{cls}(modelPath: String, adapterFolder: File? = null) : AutoCloseable {
     }
     private val session = env.createSession(modelPath, options)
     private val adapters: Map<String, OrtLoraAdapter> = ADAPTERS.mapNotNull { (name, file) ->
-        if (file == null || adapterFolder == null) null else name to OrtLoraAdapter.create(File(adapterFolder, file).path)
+        if (file == null || adapterFolder == null) null else name to OrtLoraAdapter.create(File(adapterFolder, file).absolutePath)
     }.toMap()
 
     private fun tensor(i: Int, values: FloatArray): OnnxTensor {
@@ -158,21 +177,32 @@ class %%{cls}(modelPath: String, adapterFolder: File? = null) : AutoCloseable {
         }
     }
 
-    /** One call: flat inputs in INPUT_NAMES order → flat float outputs; `variant` picks an adapter by name. */
+    private fun values(tensor: OnnxTensor, dtype: String): FloatArray = when (dtype) {
+        "int64" -> tensor.longBuffer.let { b -> FloatArray(b.remaining()) { b.get(it).toFloat() } }
+        "int32" -> tensor.intBuffer.let { b -> FloatArray(b.remaining()) { b.get(it).toFloat() } }
+        else -> tensor.floatBuffer.let { b -> FloatArray(b.remaining()) { b.get(it) } }
+    }
+
+    /** One call: flat inputs in INPUT_NAMES order → flat float outputs; `variant` picks an adapter by name
+     *  (the adapters are read from `adapterFolder`). */
     fun predict(inputs: List<FloatArray>, variant: String? = null): List<FloatArray> {
         require(inputs.size == INPUT_NAMES.size) { "expected ${INPUT_NAMES.size} inputs" }
+        require(variant == null || variant in ADAPTERS) { "unknown variant $variant" }
         val feeds = INPUT_NAMES.indices.associate { INPUT_NAMES[it] to tensor(it, inputs[it]) }
-        OrtSession.RunOptions().use { run ->
-            if (variant != null) {
-                ADAPTERS[variant]?.let { run.addActiveLoraAdapter(requireNotNull(adapters[variant]) { "adapter $variant not loaded" }) }
+        val run = OrtSession.RunOptions()
+        try {
+            variant?.let { ADAPTERS[it] }?.let {
+                run.addActiveLoraAdapter(requireNotNull(adapters[variant]) { "adapter $variant: pass adapterFolder" })
             }
-            session.run(feeds, run).use { result ->
-                feeds.values.forEach { it.close() }
-                return OUTPUT_NAMES.indices.map { i ->
-                    val buffer = (result.get(i) as OnnxTensor).floatBuffer
-                    FloatArray(buffer.remaining()).also { buffer.get(it) }
-                }
+            val result = session.run(feeds, run)
+            try {
+                return OUTPUT_NAMES.indices.map { i -> values(result.get(i) as OnnxTensor, OUTPUT_DTYPES[i]) }
+            } finally {
+                result.close()
             }
+        } finally {
+            run.close()
+            feeds.values.forEach { it.close() }
         }
     }
 
@@ -192,10 +222,11 @@ TAIL = '''\
         return scores.indices.sortedByDescending { scores[it] }.take(k).map { (LABELS.getOrNull(it) ?: it.toString()) to scores[it] }
     }
 
-    /** Golden parity: the bundle's golden inputs through this model vs PyTorch's outputs at the bundle's
-     *  tolerance. `goldenFolder` holds app/golden of the bundle. Returns the failures (empty: passed). */
-    fun selfTest(goldenFolder: File, variant: String = %%{base_lit}): List<String> {
-        val key = GOLDEN_KEYS[variant] ?: return listOf("no golden file for variant $variant")
+    /** Golden parity: %%{rows_note} through this model vs PyTorch's outputs at the bundle's tolerance.
+     *  `goldenFolder` holds app/golden of the bundle. Returns the failures (empty: passed). */
+    fun selfTest(goldenFolder: File%%{variant_param}): List<String> {
+        val name = %%{variant_expr}
+        val key = GOLDEN_KEYS[name] ?: return listOf("no golden file for variant $name")
         val golden = EdgekitGolden.load(goldenFolder, key)
 %%{stateful_note}        val actual = OUTPUT_NAMES.indices.map { mutableListOf<Float>() }
         for (row in 0 until golden.rows) {
@@ -203,7 +234,7 @@ TAIL = '''\
             outputs.forEachIndexed { i, out -> actual[i].addAll(out.toList()) }
         }
         return OUTPUT_NAMES.indices.mapNotNull { i ->
-            CRITERIA[i].failure(OUTPUT_NAMES[i], actual[i].toFloatArray(), golden.values("output_$i"), OUTPUT_SHAPES[i].last())
+            CRITERIA[i].failure(OUTPUT_NAMES[i], actual[i].toFloatArray(), golden.values("output_$i"), OUTPUT_SHAPES[i].lastOrNull() ?: 1)
         }
     }
 '''
@@ -262,11 +293,11 @@ object EdgekitGolden {
             val rows = expected.size / maxOf(width, 1)
             if (actual.size != expected.size || rows == 0) return "$name: ${actual.size} values, golden has ${expected.size}"
             val diffs = FloatArray(actual.size) { abs(actual[it] - expected[it]) }
-            val worst = diffs.maxOrNull() ?: 0f
+            val worst = diffs.fold(0f) { m, d -> if (d > m || d.isNaN()) d else m }  // NaN stays NaN
             if (maxAbsDiff != null && !(worst <= maxAbsDiff)) return "$name: max |diff| $worst > $maxAbsDiff"
             if (minSnrDb != null) {
-                val signal = expected.sumOf { it.toDouble() * it }
-                val noise = diffs.sumOf { it.toDouble() * it }
+                val signal = expected.fold(0.0) { acc, v -> acc + v.toDouble() * v }
+                val noise = diffs.fold(0.0) { acc, v -> acc + v.toDouble() * v }
                 val snr = if (noise == 0.0) Double.POSITIVE_INFINITY else 10 * log10(signal / noise)
                 if (!(snr >= minSnrDb)) return "$name: SNR $snr dB < $minSnrDb dB"
             }
@@ -278,8 +309,11 @@ object EdgekitGolden {
             return null
         }
 
-        private fun argmax(values: FloatArray, start: Int, width: Int): Int =
-            (0 until width).maxByOrNull { values[start + it] } ?: 0
+        private fun argmax(values: FloatArray, start: Int, width: Int): Int {
+            var best = 0
+            for (j in 1 until width) if (values[start + j] > values[start + best]) best = j
+            return best
+        }
     }
 }
 '''
@@ -290,8 +324,8 @@ def _quant(tensors: list[Tensor]) -> str:
     return "listOf(" + ", ".join(items) + ")"
 
 
-def _map(mapping: dict[str, Any]) -> str:
-    return "mapOf(" + ", ".join(f"{literal(k)} to {literal(v)}" for k, v in mapping.items()) + ")"
+def _map(mapping: dict[str, Any], value_type: str = "String") -> str:
+    return f"mapOf<String, {value_type}>(" + ", ".join(f"{literal(k)} to {literal(v)}" for k, v in mapping.items()) + ")"
 
 
 def _fields(manifest: Manifest, a: AppArtifact) -> str:
@@ -307,25 +341,31 @@ def _fields(manifest: Manifest, a: AppArtifact) -> str:
         layout=literal(str(pre.get("layout", ""))), scale=_float(float(pre.get("scale", 1.0))),
         mean=_floats(pre.get("mean") or [0.0]), std=_floats(pre.get("std") or [1.0]),
         size=literal(list(pre.get("size") or [])), criteria=f"listOf({criteria})",
-        golden_keys=_map({k: v or "golden" for k, v in a.golden.items()}))
+        golden_keys=_map({k: v or "golden" for k, v in a.golden.items()}), rows_note=a.rows_note(next(iter(a.golden))))
     return "\n".join("    " + line if line else line for line in text.splitlines()) + "\n"
 
 
-def _tail(a: AppArtifact, variant_arg: bool) -> str:
+def _tail(a: AppArtifact, onnx: bool) -> str:
     call = "INPUT_NAMES.indices.map { golden.row(\"input_$it\", row) }"
     note = ("        // stateful graph: golden rows depend on state history golden does not record; `edgekit verify`\n"
             "        // checks its parity. The rows below run independently.\n") if a.states else ""
-    return fill(TAIL, base_lit=literal(next(iter(a.golden))), stateful_note=note,
-                predict_call=f"predict({call}, variant)" if variant_arg else f"predict({call})")
+    base = literal(next(iter(a.golden)))
+    return fill(TAIL, rows_note=a.rows_note(next(iter(a.golden))), stateful_note=note,
+                variant_param=f", variant: String = {base}" if onnx else "",
+                variant_expr="variant" if onnx else f"variant ?: {base}",
+                predict_call=f"predict({call}, name)" if onnx else f"predict({call})")
 
 
 def wrapper(manifest: Manifest, a: AppArtifact) -> str:
     """The Kotlin wrapper of one LiteRT or ONNX artifact."""
     onnx = a.format == "onnx"
+    selected = {key: {v["name"]: v["select"][key] for v in a.variants if v["select"].get(key)}
+                for key in ("signature", "file")}
     adapters = {v["name"]: v["select"].get("adapter_file") for v in a.variants}
-    files = {v["name"]: v["select"].get("file") for v in a.variants}
-    extra = ({"session_config": _map(a.session_config), "adapters": _map(adapters)} if onnx
-             else {"variant_files": _map(files)})
+    if onnx:
+        extra = {"session_config": _map(a.session_config, "String"), "adapters": _map(adapters, "String?")}
+    else:
+        extra = {"signatures": _map(selected["signature"], "String"), "variant_files": _map(selected["file"], "String")}
     return fill(ORT if onnx else LITERT, version=__version__, bundle=manifest.name,
                 api=ORT_API if onnx else LITERT_API, file=a.file, format=a.format, precision=a.precision,
                 graph_note=f", graph {a.graph}" if a.graph else "", package=PACKAGE, cls=a.class_name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit import __version__
-from edgekit.appcode.common import LANGUAGES, AppArtifact, Language, fill, language_literal
+from edgekit.appcode.common import APP_GOLDEN_BYTES, LANGUAGES, AppArtifact, Language, fill, language_literal
 from edgekit.artifact import Manifest
 
 API = ("Core ML (MLModel, MLMultiArray; MLState and MLModelConfiguration.functionName need iOS 18 / macOS 15), "
@@ -52,6 +52,8 @@ import Foundation
     public static let stateNames: [String] = %%{states}
 
     public let model: MLModel
+    /// The function (adapter variant) of a multifunction package this instance runs; nil: the default.
+    public let functionName: String?
 
     /// Load the compiled model (`MLModel.compileModel(at:)` of the .mlpackage, or Xcode's compiled resource).
     public init(compiledModelURL: URL, functionName: String? = nil,
@@ -59,6 +61,7 @@ import Foundation
         let config = MLModelConfiguration()
         config.computeUnits = computeUnits
 %%{function_select}        model = try MLModel(contentsOf: compiledModelURL, configuration: config)
+        self.functionName = functionName
     }
 
     /// Raw values (e.g. pixels, `layout` order, channel-major for NCHW) → model input.
@@ -109,11 +112,14 @@ import Foundation
         }
     }
 
-    /// Golden parity: run the bundle's golden inputs, compare with PyTorch's outputs at the bundle's
-    /// tolerance. Returns the failures (empty: passed). `goldenFolder` holds app/golden of the bundle.
-    public func selfTest(goldenFolder: URL, variant: String = %%{base_lit}) throws -> [String] {
+    /// Golden parity: run %%{rows_note} (app/golden keeps the leading rows that fit in %%{budget_kib} KiB;
+    /// `edgekit verify` checks every row) and compare with PyTorch's outputs at the bundle's tolerance.
+    /// Returns the failures (empty: passed).
+    /// `goldenFolder` holds app/golden of the bundle; `variant` defaults to this instance's function.
+    public func selfTest(goldenFolder: URL, variant: String? = nil) throws -> [String] {
         let keys: [String: String] = %%{golden_keys}
-        guard let key = keys[variant] else { return ["no golden file for variant \\(variant)"] }
+        let name = variant ?? functionName ?? %%{base_lit}
+        guard let key = keys[name] else { return ["no golden file for variant \\(name)"] }
 %%{selftest_body}
     }
 }
@@ -178,7 +184,8 @@ def wrapper(manifest: Manifest, a: AppArtifact) -> str:
         functions=literal([v["select"].get("function", v["name"]) for v in a.variants]),
         usage=(a.usage or "none").replace("\n", " "), states=literal([str(s.get("name", "")) for s in a.states]),
         function_select=FUNCTION_SELECT if a.variants else "", stateful=STATEFUL if stateful else "",
-        base_lit=literal(next(iter(a.golden))), golden_keys=_dict(a.golden), selftest_body=body)
+        base_lit=literal(next(iter(a.golden))), golden_keys=_dict(a.golden), selftest_body=body,
+        rows_note=a.rows_note(next(iter(a.golden))), budget_kib=APP_GOLDEN_BYTES // 1024)
 
 
 def _dict(mapping: dict[str, str]) -> str:

@@ -14,7 +14,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle folder (with manifest.json)")
     p.add_argument("--lang", action="append", choices=LANGS, required=True,
                    help="swift (Core ML wrappers) or kotlin (LiteRT and ONNX Runtime Android wrappers); repeatable")
-    p.add_argument("--out", metavar="DIR", help="where to write (default: BUNDLE/app)")
+    p.add_argument("--out", metavar="DIR",
+                   help="a new folder, or one holding only edgekit app code, replaced whole (default: BUNDLE/app, "
+                        "refreshed under the bundle's lock and recorded in its manifest)")
     add_json_flag(p)
 
 

@@ -60,7 +60,7 @@ def build_model_card(bundle: Path, manifest: Manifest) -> dict[str, Any]:
         "training": _training(meta, recipe),
         "data": _data(meta),
         "evaluation": _evaluation(meta),
-        "formats": [_artifact_effect(e) for e in manifest.artifacts],
+        "formats": [row for e in manifest.artifacts for row in _artifact_rows(e)],
         "on_device": _on_device(manifest),
         "latency": latency_rows(Path(bundle), manifest),
         "energy": f"{NOT_MEASURED}: edgekit measures latency, not energy",
@@ -172,14 +172,24 @@ def wilson_interval(p: float, n: Any) -> list[float] | None:
     return [round((centre - half) / (1 + z * z / n), 4), round((centre + half) / (1 + z * z / n), 4)]
 
 
-def _artifact_effect(entry: ArtifactEntry) -> dict[str, Any]:
-    """What one format × precision does to the model's outputs and metrics, from its verification."""
-    v = entry.verification
+def _artifact_rows(entry: ArtifactEntry) -> list[dict[str, Any]]:
+    """The artifact's row, then, for a multi-adapter artifact, one row per variant (base or adapter), each
+    verified on that variant's own data."""
+    return [_artifact_effect(entry), *(_artifact_effect(entry, v.get("verification") or {}, str(v.get("name")))
+                                       for v in entry.variants if isinstance(v, dict))]
+
+
+def _artifact_effect(entry: ArtifactEntry, verification: dict[str, Any] | None = None,
+                     variant: str | None = None) -> dict[str, Any]:
+    """What one format × precision (or one ``variant`` of it) does to the model's outputs and metrics, from its
+    verification."""
+    v = entry.verification if verification is None else verification
     layers = [r for r in (v.get("quantization") or {}).get("layer_sqnr_db") or []
               if isinstance(r, dict) and r.get("quantized") and isinstance(r.get("sqnr_db"), (int, float))]
     worst = min(layers, key=lambda r: r["sqnr_db"]) if layers else None
     return {
-        "format": entry.format, "precision": entry.precision, "graph": entry.graph, "file": entry.file,
+        "format": entry.format, "precision": entry.precision, "graph": entry.graph, "variant": variant,
+        "file": entry.file,
         "status": entry.status, "verification": v.get("status") or entry.error or "not verified",
         "runtime": v.get("runtime") or entry.runtime, "compared_on": v.get("input_source") or "nothing",
         "inputs": v.get("inputs"), "accuracy": v.get("accuracy"), "accuracy_drop": v.get("accuracy_drop"),
@@ -235,13 +245,12 @@ def _traceability(meta: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
 
 def limitations(card: dict[str, Any], manifest: Manifest) -> list[str]:
     """Known limitations that follow from the facts above (each names the artifacts or data it is about)."""
-    found = []
-    on_random = [f["file"] or f["format"] for f in card["formats"] if str(f["compared_on"]).startswith("seeded random")]
+    found, artifacts = [], [f for f in card["formats"] if not f.get("variant")]  # one row per artifact
+    on_random = [f["file"] or f["format"] for f in artifacts if str(f["compared_on"]).startswith("seeded random")]
     if on_random:
         found.append(f"Verified on seeded random inputs, not real data: {', '.join(on_random)} (parity with PyTorch "
                      "shows the same function is computed; it says nothing about accuracy on real inputs).")
-    unverified = [f"{f['file'] or f['format']} ({f['verification']})" for f in card["formats"]
-                  if f["status"] != VERIFIED]
+    unverified = [f"{f['file'] or f['format']} ({f['verification']})" for f in artifacts if f["status"] != VERIFIED]
     if unverified:
         found.append(f"Not verified here: {'; '.join(unverified)}.")
     for a in manifest.adapters:

@@ -69,13 +69,19 @@ def _evaluation(card: dict[str, Any]) -> list[str]:
 
 
 def _formats(card: dict[str, Any]) -> list[str]:
-    rows = [[f["format"], f["precision"], f["graph"] or "—", f["verification"], f["compared_on"], f["accuracy"],
+    rows = [[f["format"], f["precision"], _graph(f), f["verification"], f["compared_on"], f["accuracy"],
              f["accuracy_drop"], f["top1_agreement"], f["mean_kl_bits"], f["snr_db"],
              f"{w['layer']} {w['sqnr_db']}" if (w := f["worst_layer_sqnr_db"]) else "—"] for f in card["formats"]]
     return ["Each artifact compared with the PyTorch model on the inputs named (accuracy drop: PyTorch minus "
             "the artifact, on those inputs).", "",
             *_table(["format", "precision", "graph", "verification", "compared on", "accuracy", "accuracy drop",
                      "top-1 agreement", "mean KL (bits)", "SNR (dB)", "worst layer SQNR (dB)"], rows)]
+
+
+def _graph(row: dict[str, Any]) -> str:
+    """The graph cell: the graph, and the variant of a multi-adapter artifact (``adapter <name>`` or base)."""
+    graph, variant = row["graph"] or "", row.get("variant")
+    return " ".join(filter(None, [graph, f"variant {variant}" if variant else ""])) or "—"
 
 
 def _limitations(card: dict[str, Any]) -> list[str]:
