@@ -6,12 +6,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgekit.adapter_bundle import package_adapters, unsupported
 from edgekit.artifact import FAILED, Manifest, bundle_lock, load_manifest
 from edgekit.benchmarking.host import bench_bundle, bench_torch
 from edgekit.benchmarking.result import BenchResult
+from edgekit.benchmarking.sweep import sequence_sweep
 from edgekit.converters.base import CONVERTERS, ModelSource
 from edgekit.conversion import convert_graphs
 from edgekit.documents import write_documents
@@ -20,6 +21,7 @@ from edgekit.lora.step import adapt_step
 from edgekit.placement import PlacementGateFailed, check_required
 from edgekit.progress import status
 from edgekit.recipe import BenchSpec, Recipe
+from edgekit.report.html import write_html_report
 from edgekit.report.rows import build_rows
 from edgekit.sources import graph_sources, load_source, reference_for
 from edgekit.training.run import train_recipe
@@ -41,9 +43,11 @@ class RunOutcome:
         return all(r["status"] != FAILED for r in self.rows) and gate.get("passed", True)
 
 
-def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -> RunOutcome:
-    """Train, convert to every format of the recipe, verify, benchmark, and write report.json.
-    ``out_dir`` is checked first (writable; empty or edgekit's own unless ``overwrite``)."""
+def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
+                 command: Sequence[str] | None = None) -> RunOutcome:
+    """Train, convert to every format of the recipe, verify, benchmark, and write report.json and report.html
+    beside it (``command``: the command line the page records). ``out_dir`` is checked first (writable; empty or
+    edgekit's own unless ``overwrite``)."""
     out = check_output_dir(out_dir, "run", overwrite)
     clock = _Stopwatch()
     status(f"[bold]1/4 train[/] {recipe.name} → {out / 'checkpoint'}")
@@ -54,7 +58,8 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
         status(f"[bold]1b adapt[/] LoRA r={recipe.adapt.rank} on {recipe.adapt.domain or recipe.adapt.data}")
         adapted = adapt_step(recipe, checkpoint, out)
         clock.lap("adapt")
-    sources = graph_sources(load_source(checkpoint))
+    source = load_source(checkpoint)
+    sources = graph_sources(source)
     references = [reference_for(s) for s in sources]
     reference = references[0]
     status(f"[bold]2/4 convert + verify[/] {', '.join(recipe.export.formats)} on "
@@ -68,6 +73,9 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
     results = bench_everything(sources, out / "bundle", manifest, references, recipe.bench)
     clock.lap("bench")
     extra: dict[str, Any] = {}
+    if recipe.bench.seq_lengths or recipe.bench.contexts:
+        extra["sequence_sweep"] = sweep_step(recipe, source.module, out / "bundle", manifest)
+        clock.lap("sequence_sweep")
     rows = None
     if adapted is not None:
         rows, extra = _adapter_bundle(recipe, checkpoint, adapted, out, manifest, results, reference)
@@ -79,7 +87,17 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False) -
     })
     with bundle_lock(out / "bundle"):  # again, now that the report has the latencies the documents cite
         write_documents(out / "bundle", load_manifest(out / "bundle"))
+    write_html_report(outcome.report_path, command=command)
     return outcome
+
+
+def sweep_step(recipe: Recipe, model: Any, bundle: Path, manifest: Manifest) -> dict[str, Any]:
+    """The recipe's ``[bench] seq_lengths`` / ``contexts`` sweep (``benchmarking.sweep``) for the report."""
+    b = recipe.bench
+    status(f"[bold]3c sequence sweep[/] prefill at L = {list(b.seq_lengths) or 'none'}, "
+           f"step at context = {list(b.contexts) or 'none'}")
+    return sequence_sweep(model, list(recipe.export.formats), sorted(b.seq_lengths), sorted(b.contexts),
+                          threads=b.threads, warmup=b.warmup, runs=b.runs, bundle=bundle, manifest=manifest)
 
 
 def placement_gate(manifest: Manifest, recipe: Recipe) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from edgekit.converters import CONVERTERS
 from edgekit.data import DATASETS
 from edgekit.errors import EdgekitError
 from edgekit.lora.domains import DOMAINS
-from edgekit.models import FAMILIES
+from edgekit.models import FAMILIES, create_model
 from edgekit.placement import ACCELERATORS
 from edgekit.quant.spec import QuantSpec
 from edgekit.training.augment import AUGMENTATIONS
@@ -62,11 +62,29 @@ class ExportSpec:
                                min_sqnr_db=self.min_sqnr_db if self.min_sqnr_db >= 0 else None)
 
 
+MAX_SWEEP_POINT = 1 << 16  # longest prefill length / furthest context position a sweep may ask for
+
+
 @dataclass(frozen=True)
 class BenchSpec:
     threads: int = 2  # fixed intra-op thread count in every runtime
     warmup: int = 20  # untimed runs before timing
     runs: int = 200  # timed runs
+    # sequence models: the report's sweep (empty = off). Prefill latency at these lengths (a length the bundle was
+    # not exported at costs one export per format: seconds each) and step latency at these context positions
+    seq_lengths: tuple = ()
+    contexts: tuple = ()
+
+    def __post_init__(self) -> None:
+        for key, least in (("seq_lengths", 1), ("contexts", 0)):
+            values = getattr(self, key)
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)
+                   or not least <= v <= MAX_SWEEP_POINT]
+            if bad:
+                raise EdgekitError(f"[bench] {key} = {list(values)!r}: {bad[0]!r} is not an integer from {least} to "
+                                   f"{MAX_SWEEP_POINT}; give a list such as {[64, 256] if least else [0, 64, 256]}")
+            if len(set(values)) != len(values):
+                raise EdgekitError(f"[bench] {key} = {list(values)!r} repeats a value; give each once")
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,7 @@ def _check_references(recipe: Recipe, where: str) -> None:
     for fmt in recipe.export.formats:
         _one_of(fmt, CONVERTERS.names(), f"{where}: export.formats")
     _check_adapt(recipe.adapt, f"{where}: adapt")
+    _check_sweep(recipe, f"{where}: bench")
     try:
         recipe.export.quant_spec()
     except EdgekitError as exc:
@@ -208,6 +227,25 @@ def _check_adapt(adapt: AdaptSpec, where: str) -> None:
     for key in ("rank", "steps", "examples"):
         if getattr(adapt, key) < 1:
             raise EdgekitError(f"{where}.{key} = {getattr(adapt, key)!r} must be at least 1")
+
+
+def _check_sweep(recipe: Recipe, where: str) -> None:
+    """``seq_lengths`` / ``contexts`` only for a model with a streaming step graph, and (a fixed KV cache) none past
+    its ``max_context``."""
+    bench = recipe.bench
+    if not (bench.seq_lengths or bench.contexts):
+        return
+    model = create_model(recipe.model["family"], recipe.model_options())
+    key = "seq_lengths" if bench.seq_lengths else "contexts"
+    if not any(g.name == "step" for g in model.export_graphs()):
+        raise EdgekitError(f"{where}.{key}: the sweep is for sequence models (a prefill and a step graph); "
+                           f"{recipe.model['family']} with these options has one graph: leave {key} out")
+    slots = getattr(model.config, "max_context", None)
+    for key in ("seq_lengths", "contexts"):
+        past = [n for n in getattr(bench, key) if slots is not None and n > slots]
+        if past:
+            raise EdgekitError(f"{where}.{key} = {list(getattr(bench, key))!r}: {past[0]} is past the KV cache's "
+                               f"max_context = {slots}; give values up to {slots} (or raise [model] max_context)")
 
 
 def _required(table: dict[str, Any], key: str, where: str, options: list[str]) -> str:

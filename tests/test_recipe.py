@@ -99,3 +99,28 @@ def test_bad_extends_is_named(tmp_path):
     (tmp_path / "a.toml").write_text('extends = "r.toml"\n' + BASE)
     with pytest.raises(EdgekitError, match=r"loop \(r.toml → a.toml → r.toml\)"):
         load_recipe(write(tmp_path, 'extends = "a.toml"\n' + BASE))
+
+
+@pytest.mark.parametrize("extends, bench, expected", [
+    ("ssm_motion", "seq_lengths = [0, 50]", "seq_lengths = [0, 50]: 0 is not an integer from 1"),
+    ("ssm_motion", "contexts = [-1]", "contexts = [-1]: -1 is not an integer from 0"),
+    ("ssm_motion", "contexts = [true]", "True is not an integer"),
+    ("ssm_motion", "seq_lengths = [64, 64]", "repeats a value"),
+    ("ssm_motion", "contexts = 8", "bench.contexts = 8 is an integer; expected a list"),
+    ("cnn_digits", "contexts = [0, 8]", "the sweep is for sequence models"),
+    ("transformer_motion", "seq_lengths = [64, 256]", "256 is past the KV cache's max_context = 128"),
+    ("transformer_motion", "contexts = [0, 129]", "129 is past the KV cache's max_context = 128"),
+])
+def test_sequence_sweep_fields_are_checked(tmp_path, extends, bench, expected):
+    path = write(tmp_path, f'extends = "{extends}"\nname = "t"\n[bench]\n{bench}\n')
+    with pytest.raises(EdgekitError, match="bench") as err:
+        load_recipe(path)
+    assert expected in str(err.value)
+
+
+def test_sequence_sweep_fields_load_and_default_off(tmp_path):
+    path = write(tmp_path, 'extends = "transformer_motion"\nname = "t"\n[bench]\nseq_lengths = [32, 128]\n'
+                           "contexts = [0, 128]\n")
+    bench = load_recipe(path).bench
+    assert (bench.seq_lengths, bench.contexts) == ((32, 128), (0, 128))
+    assert load_recipe("cnn_digits").bench.seq_lengths == load_recipe("cnn_digits").bench.contexts == ()

@@ -9,11 +9,13 @@ import json
 import re
 import shutil
 import subprocess
+from html import escape
 from pathlib import Path
 
 import pytest
 
 import edgekit
+from edgekit.benchmarking.sweep import sequence_sweep
 from edgekit.cli import main
 from edgekit.report.html import load_report, render_html
 
@@ -28,6 +30,29 @@ def _section(page: str, anchor: str) -> str:
 
 def _points(svg_html: str) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in re.findall(r'class="point" cx="([\d.]+)" cy="([\d.]+)"', svg_html)]
+
+
+# a tiny random SSM classifier: its sweep exports 3 prefill graphs and 1 step graph to ONNX (seconds)
+TINY_SSM = {"head": "classify", "in_channels": 3, "num_classes": 2, "d_model": 16, "n_layers": 1, "head_dim": 8,
+            "d_state": 4, "chunk": 16, "export_lengths": [16]}
+LENGTHS, CONTEXTS = [16, 32, 64], [0, 8, 64]
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep() -> dict:
+    """A real sequence sweep (ONNX and PyTorch eager, measured here) of a tiny random SSM."""
+    model = edgekit.create_model("ssm", **TINY_SSM).eval()
+    return sequence_sweep(model, ["onnx"], LENGTHS, CONTEXTS, threads=1, warmup=1, runs=5)
+
+
+def _series(svg_html: str) -> dict[str, list[tuple[float, float, float, float]]]:
+    """A line plot's marks by series: (x, y) from each tooltip and (cx, cy) pixels, in drawing order."""
+    marks = re.findall(r'class="point" cx="([\d.]+)" cy="([\d.]+)" r="4" fill="[^"]+"><title>([^<]*): '
+                       r'([\d.e+-]+) → ([\d.e+-]+)</title>', svg_html)
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    for cx, cy, name, x, y in marks:
+        out.setdefault(name, []).append((float(x), float(y), float(cx), float(cy)))
+    return out
 
 
 def test_run_page_has_artifacts_plots_and_versions(default_run, tmp_path, capsys):
@@ -140,20 +165,71 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="Debian's chromium is not installed (apt-get install chromium): no headless browser check")
-def test_chromium_renders_the_page(default_run, tmp_path):
+def test_chromium_renders_the_page(default_run, tiny_sweep, tmp_path):
     from PIL import Image
 
+    report = _rich_report(default_run)
+    report["sequence_sweep"] = tiny_sweep  # with the sequence model's measured curves
     page = tmp_path / "r.html"
-    page.write_text(render_html(_rich_report(default_run)))
+    page.write_text(render_html(report))
     flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert "cnn_digits_fp32.onnx" in dom.stdout and "Per-layer SQNR" in dom.stdout, dom.stderr[-2000:]
+    assert "Step latency vs context position" in dom.stdout and "onnx fp32" in dom.stdout
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1300,2600", page.as_uri()],
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1300,4200", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     image = Image.open(shot).convert("RGB")
     colours = image.getcolors(maxcolors=1 << 20) or []
     assert len(colours) > 200  # text, tables and plot colours; a blank page has one or two
-    ramp = {(0x44, 0x01, 0x54), (0xfd, 0xe7, 0x25)}  # ends of the accuracy/SQNR colour ramp
-    near = sum(n for n, c in colours if any(sum(abs(a - b) for a, b in zip(c, r)) < 60 for r in ramp))
-    assert near > 50
+
+    def near(targets: set[tuple[int, int, int]], within: int) -> int:
+        return sum(n for n, c in colours if any(sum(abs(a - b) for a, b in zip(c, t)) < within for t in targets))
+
+    assert near({(0x44, 0x01, 0x54), (0xfd, 0xe7, 0x25)}, 60) > 50  # ends of the accuracy/SQNR colour ramp
+    assert near({(0x1f, 0x77, 0xb4)}, 12) > 40 and near({(0xd6, 0x27, 0x28)}, 12) > 40  # the two sweep curves
+
+
+def test_sweep_measures_every_point_against_pytorch(tiny_sweep):
+    for kind, key, xs in (("prefill", "length", LENGTHS), ("step", "context", CONTEXTS)):
+        points = tiny_sweep[kind]
+        assert [p[key] for p in points] == [x for x in xs for _ in ("pytorch", "onnx")]
+        for p in points:
+            assert p["status"] == "ok" and p["median_ms"] > 0 and p["runs"] >= 5, p
+        onnx = [p for p in points if p["format"] == "onnx"]
+        assert all(p["precision"] == "fp32" and p["source"] == "exported for the sweep" for p in onnx)
+        assert all(0 <= p["max_abs_diff"] < 1e-4 for p in onnx)  # the artifact computes what PyTorch does
+    assert "fixed size" in tiny_sweep["step_note"] and tiny_sweep["runs"] == 5 and tiny_sweep["seconds"] > 0
+
+
+def test_sequence_plots_draw_one_point_per_measured_length_in_order(default_run, tiny_sweep):
+    report = load_report(default_run[0])
+    report["sequence_sweep"] = tiny_sweep
+    section = _section(render_html(report), "sequence")
+    svgs = re.findall(r"<svg.*?</svg>", section, re.S)
+    assert len(svgs) == 2 and "Prefill latency vs sequence length" in section and "Step latency vs context" in section
+    for svg, kind, key, xs in ((svgs[0], "prefill", "length", LENGTHS), (svgs[1], "step", "context", CONTEXTS)):
+        series = _series(svg)
+        assert set(series) == {"pytorch eager", "onnx fp32"}
+        for name, marks in series.items():
+            fmt = name.split()[0]
+            want = {p[key]: p["median_ms"] for p in tiny_sweep[kind] if p["format"] == fmt}
+            assert [x for x, *_ in marks] == xs  # one mark per measured length, drawn left to right
+            assert [cx for *_, cx, _ in marks] == sorted(cx for *_, cx, _ in marks)
+            assert all(abs(y - want[x]) <= 1e-3 * want[x] for x, y, *_ in marks)  # the measured medians
+            for (_, y1, _, cy1), (_, y2, _, cy2) in zip(marks, marks[1:]):
+                assert (y1 < y2) == (cy1 > cy2) or y1 == y2  # slower is higher on the page
+        assert "log scale" in svg and "median latency (ms" in svg
+    assert escape(tiny_sweep["step_note"])[:60] in section  # what a flat step curve means, beside it
+
+
+def test_run_writes_the_page_and_a_report_without_sequence_data_has_no_sequence_plot(default_run):
+    out, outcome = default_run
+    page = (out / "report.html").read_text()  # written by the pipeline itself (the Python API path)
+    assert all(r["artifact"] in _section(page, "artifacts") for r in outcome.rows)
+    assert 'id="sequence"' not in page and "<polyline" not in page  # a CNN: no sequence section, no empty plot
+    report = load_report(out)
+    for row in report["rows"]:
+        row["graph"] = "step"  # a sequence bundle benched without a sweep: words, not an empty plot
+    section = _section(render_html(report), "sequence")
+    assert "<svg" not in section and "not measured" in section and "[bench] contexts" in section

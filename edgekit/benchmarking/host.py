@@ -16,13 +16,14 @@ from edgekit.errors import EdgekitError
 from edgekit.verify.bundle import golden_reference
 
 
-def bench_torch(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int, warmup: int, runs: int) -> BenchResult:
-    """PyTorch eager latency of an eval-mode module, batch 1, inference mode."""
+def bench_torch(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, threads: int, warmup: int, runs: int,
+                budget_s: float | None = None) -> BenchResult:
+    """PyTorch eager latency of an eval-mode module, batch 1, inference mode (``budget_s``: see ``time_calls``)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            stats = time_calls(lambda: module(*inputs), warmup=warmup, runs=runs, threads=threads)
+            stats = time_calls(lambda: module(*inputs), warmup=warmup, runs=runs, threads=threads, budget_s=budget_s)
     finally:
         torch.set_num_threads(previous)
     return BenchResult("pytorch", "pytorch", "torch-eager", "host", stats)

@@ -39,26 +39,59 @@ def measure_graph(graph: ExportGraph, fmt: str, folder: Path, *, threads: int, w
     A conversion or runtime failure is returned as ``{"error": "..."}``, not raised: one bad point
     must not lose a whole sweep. An artifact whose runtime cannot run here (Core ML off macOS) keeps
     its export seconds and size, with ``"status": "not run: <reason>"`` in place of parity and latency."""
-    conv = CONVERTERS.get(fmt)
-    path = folder / conv.artifact_name(f"{graph.name}_{fmt}", "fp32")
-    inputs = [x.numpy() for x in graph.example_inputs]
+    inputs = graph_inputs(graph.example_inputs)
     try:
-        with torch.inference_mode():
-            want = [o.numpy() for o in graph.module(*graph.example_inputs)]
-        start = time.perf_counter()
-        conv.export(graph_source(graph, graph.name), path, "fp32", {})
-        seconds = time.perf_counter() - start
-        run = conv.runner(path, threads)
-        if isinstance(run, RunnerUnavailable):
-            return {"export_seconds": round(seconds, 1), "size_bytes": size_bytes(path), "status": f"not run: {run.reason}"}
-        err = max(float(np.abs(np.asarray(g, np.float64) - w).max()) for g, w in zip(run(inputs), want))
-        stats = time_calls(lambda: run(inputs), warmup=warmup, runs=runs, threads=threads)
+        want = graph_outputs(graph, graph.example_inputs)
+        path, seconds = export_graph(graph, fmt, folder)
     except Exception as exc:  # noqa: BLE001 - recorded in the result row
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-    row = {"export_seconds": round(seconds, 1), "size_bytes": size_bytes(path), "max_abs_diff": err, **stats.to_dict()}
-    if memory:
+        return {"error": _error(exc)}
+    row = {"export_seconds": round(seconds, 1), "size_bytes": size_bytes(path)}
+    timed = time_artifact(fmt, path, inputs, want, threads=threads, warmup=warmup, runs=runs)
+    if "error" in timed:
+        return timed
+    row |= timed
+    if memory and "median_ms" in row:
         row["peak_memory_mb"] = peak_memory_mb(fmt, path, inputs, threads)
     return row
+
+
+def export_graph(graph: ExportGraph, fmt: str, folder: Path) -> tuple[Path, float]:
+    """Write ``graph`` as an fp32 ``fmt`` artifact in ``folder`` with the real converter; its path and seconds."""
+    conv = CONVERTERS.get(fmt)
+    path = folder / conv.artifact_name(f"{graph.name}_{fmt}", "fp32")
+    start = time.perf_counter()
+    conv.export(graph_source(graph, graph.name), path, "fp32", {})
+    return path, time.perf_counter() - start
+
+
+def graph_inputs(inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    return [x.numpy() for x in inputs]
+
+
+def graph_outputs(graph: ExportGraph, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """What PyTorch computes for ``inputs`` (the reference an artifact is compared with)."""
+    with torch.inference_mode():
+        return [o.numpy() for o in graph.module(*inputs)]
+
+
+def time_artifact(fmt: str, path: Path, inputs: list[np.ndarray], want: list[np.ndarray], *, threads: int,
+                  warmup: int, runs: int, budget_s: float | None = None) -> dict[str, Any]:
+    """Run the artifact at ``path`` on ``inputs``: max |Δ| against ``want`` and latency stats (``budget_s``: see
+    ``time_calls``);
+    ``{"status": "not run: <reason>"}`` where its runtime cannot run here, ``{"error": ...}`` on a failure."""
+    try:
+        run = CONVERTERS.get(fmt).runner(path, threads)
+        if isinstance(run, RunnerUnavailable):
+            return {"status": f"not run: {run.reason}"}
+        err = max(float(np.abs(np.asarray(g, np.float64) - w).max()) for g, w in zip(run(inputs), want))
+        stats = time_calls(lambda: run(inputs), warmup=warmup, runs=runs, threads=threads, budget_s=budget_s)
+    except Exception as exc:  # noqa: BLE001 - recorded in the result row
+        return {"error": _error(exc)}
+    return {"max_abs_diff": err, **stats.to_dict()}
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
 
 
 def torch_latency(graph: ExportGraph, *, threads: int, warmup: int, runs: int) -> dict[str, Any]:

@@ -40,15 +40,23 @@ class LatencyStats:
         )
 
 
-def time_calls(fn: Callable[[], object], *, warmup: int, runs: int, threads: int) -> LatencyStats:
-    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed with perf_counter_ns."""
+def time_calls(fn: Callable[[], object], *, warmup: int, runs: int, threads: int,
+               budget_s: float | None = None, min_runs: int = 5) -> LatencyStats:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed with perf_counter_ns. With ``budget_s``,
+    timing stops once that many seconds of timed calls are spent and at least ``min_runs`` were made (a sweep
+    point of a slow graph); the stats record how many runs were made."""
     for _ in range(warmup):
         fn()
     samples = np.empty(runs, dtype=np.float64)
+    spent_ns, limit_ns = 0, None if budget_s is None else budget_s * 1e9
     for i in range(runs):
         start = time.perf_counter_ns()
         fn()
-        samples[i] = (time.perf_counter_ns() - start) / 1e6
+        took = time.perf_counter_ns() - start
+        samples[i], spent_ns = took / 1e6, spent_ns + took
+        if limit_ns is not None and spent_ns >= limit_ns and i + 1 >= min_runs:
+            samples = samples[:i + 1]
+            break
     return LatencyStats.from_samples(samples, warmup=warmup, threads=threads)
 
 

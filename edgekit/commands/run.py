@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     show_rows(args, outcome.rows, f"{recipe.name}: {outcome.report['reference']}", data=outcome.report)
     line = ["edgekit", "run", args.recipe, *(["--out", str(args.out)] if args.out else []),
             *(["--overwrite"] if args.overwrite else []), *(["--json"] if args.json else [])]
-    html = edgekit.write_html_report(outcome.report_path, command=line)
+    html = edgekit.write_html_report(outcome.report_path, command=line)  # the pipeline's page, with this command
     status(f"report: {outcome.report_path}, {html}")
     gate = outcome.report.get("placement_gate")
     if gate and not gate["passed"]:

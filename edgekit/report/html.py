@@ -203,26 +203,82 @@ def _sqnr(report: dict[str, Any], command: Sequence[str] | None) -> str:
 
 def _sequence(report: dict[str, Any], command: Sequence[str] | None) -> str | None:
     rows = [r for r in _list(report.get("rows")) if isinstance(r, dict)]
+    sweep = _dict(report.get("sequence_sweep"))
     prefill = [(int(m.group(1)), r) for r in rows if (m := _PREFILL.match(str(r.get("graph") or "")))]
     has_step = any(str(r.get("graph") or "").startswith("step") for r in rows)
-    if not prefill and not has_step:
+    if not prefill and not has_step and not sweep:
         return None
+    out = []
+    if _list(sweep.get("prefill")):
+        out.append(_sweep_plot(sweep, "prefill", "length", "Prefill latency vs sequence length",
+                               "sequence length L (tokens; log scale)"))
+    else:
+        out.append(_bundle_prefill(prefill))
+    if _list(sweep.get("step")):
+        out.append(_sweep_plot(sweep, "step", "context", "Step latency vs context position",
+                               "context position p (tokens before the step; log scale)", sweep.get("step_note")))
+    else:
+        out.append('<p class="empty">Step latency vs context: not measured (set <code>[bench] contexts = [0, 64, '
+                   "256]</code> in the recipe and <code>edgekit run</code> measures the step graph there).</p>")
+    if sweep:
+        out.append(f'<p class="detail">Sweep: {_fmt(sweep.get("threads"), ".0f")} threads, up to '
+                   f'{_fmt(sweep.get("runs"), ".0f")} timed runs per point (at most {_fmt(sweep.get("budget_s"), "g")}'
+                   f' s of them, at least 5), {_fmt(sweep.get("seconds"), ".1f")} s in all; fp32 artifacts from the '
+                   "bundle where it has them, others exported for the sweep; every point checked against PyTorch "
+                   "(max |Δ| in the tooltips of the tables' values).</p>")
+    return "".join(out)
+
+
+def _bundle_prefill(prefill: list[tuple[int, dict[str, Any]]]) -> str:
+    """Prefill latency from a bundle's own prefill graphs (a checkpoint exported at several lengths)."""
     series: dict[str, list[tuple[float, float]]] = {}
     for length, r in prefill:
         if (ms := _num(r.get("median_ms"))) is not None:
             series.setdefault(f"{r.get('format', '')} {r.get('precision', '')}", []).append((length, ms))
     lengths = sorted({n for n, _ in prefill})
-    out = []
     if len(lengths) > 1 and any(len(s) > 1 for s in series.values()):
-        out.append(f"<h3>Prefill latency vs sequence length</h3><figure>"
-                   f"{plots.lines(series, 'sequence length (tokens)', 'median latency (ms)', log_x=True)}</figure>")
-    else:
-        why = NOT_BENCHMARKED if not series else f"one prefill length ({', '.join(map(str, lengths))})"
-        out.append(f'<p class="empty">Prefill latency vs sequence length: {_e(why)}; a curve needs several lengths '
-                   "measured (a checkpoint exported with several prefill lengths, or benchmarks/seq_scaling.py).</p>")
-    out.append('<p class="empty">Step latency vs context: not in this report (the bundle has one step graph; '
-               "benchmarks/seq_scaling.py sweeps contexts).</p>")
-    return "".join(out)
+        return (f"<h3>Prefill latency vs sequence length</h3><figure>"
+                f"{plots.lines(series, 'sequence length (tokens)', 'median latency (ms)', log_x=True)}</figure>")
+    why = NOT_BENCHMARKED if not series else f"one prefill length ({', '.join(map(str, lengths))})"
+    return (f'<p class="empty">Prefill latency vs sequence length: {_e(why)}; a curve needs several lengths measured '
+            "(<code>[bench] seq_lengths = [64, 128, 256]</code> in the recipe, or a checkpoint exported at several "
+            "lengths).</p>")
+
+
+def _sweep_plot(sweep: dict[str, Any], kind: str, key: str, title: str, x_label: str, note: Any = None) -> str:
+    """One sweep curve per format (points with a measured median), and a table of every point with its status
+    (``note``: what the curve should look like, beside it)."""
+    points = [p for p in _list(sweep.get(kind)) if isinstance(p, dict) and _num(p.get(key)) is not None]
+    series: dict[str, list[tuple[float, float]]] = {}
+    cells: dict[str, dict[float, str]] = {}
+    missing: dict[str, set[str]] = {}
+    for p in points:
+        name = " ".join(str(x) for x in (p.get("format", ""), p.get("precision") or "eager") if x)
+        x, ms = _num(p[key]), _num(p.get("median_ms"))
+        if ms is not None and ms > 0:
+            series.setdefault(name, []).append((x, ms))
+            tip = (f"p90 {_fmt(p.get('p90_ms'), '.3g')} ms, min {_fmt(p.get('min_ms'), '.3g')} ms, "
+                   f"{_fmt(p.get('runs'), '.0f')} runs") + (
+                f", max |Δ| {_fmt(p.get('max_abs_diff'), '.1e')}" if p.get("max_abs_diff") is not None else "") + (
+                f"; {p.get('source')}" if p.get("source") else "")
+            cells.setdefault(name, {})[x] = f'<span title="{_e(tip)}">{ms:.3g}</span>'
+        else:
+            cells.setdefault(name, {})[x] = f'<span class="detail">{_e(p.get("status") or "not measured")}</span>'
+            missing.setdefault(name, set()).add(str(p.get("status") or "not measured"))
+    unmeasured = {name: statuses for name, statuses in missing.items() if name not in series}
+    xs = sorted({x for name, row in cells.items() if name not in unmeasured for x in row})
+    table = _table([key if key == "context" else "length L", *(f"{x:g}" for x in xs)],
+                   [[_e(name), *(row.get(x, "—") for x in xs)] for name, row in cells.items()
+                    if name not in unmeasured], "sweep") if xs else ""
+    table += "".join(f'<p class="empty">{_e(name)}: {_e("; ".join(sorted(statuses)))}</p>'
+                     for name, statuses in unmeasured.items())
+    table += f'<p class="note">{_e(note)}</p>' if note else ""
+    if not any(len(s) > 1 for s in series.values()):
+        return (f"<h3>{_e(title)}</h3><p class=\"empty\">{_e(title)}: fewer than two points measured in any "
+                f"runtime; no curve to draw.</p><p>Median latency (ms):</p>{table}")
+    svg = plots.lines(series, x_label, "median latency (ms; log scale)", log_x=True, log_y=True)
+    return (f'<h3>{_e(title)}</h3><div class="pair"><figure>{svg}</figure><div><p>Median latency (ms) per point '
+            f"(hover a value for p90, runs, max |Δ| vs PyTorch and the artifact):</p>{table}</div></div>")
 
 
 def _variants(report: dict[str, Any], command: Sequence[str] | None) -> str:
@@ -328,6 +384,9 @@ table.artifacts td:nth-child(2) code,table.artifacts td:nth-child(5){white-space
 table.artifacts td:last-child{min-width:220px}td:first-child code{white-space:nowrap}.wrap{overflow-x:auto}
 .st-verified{color:#1b7a1b;font-weight:600}.st-exported{color:#a06800;font-weight:600}
 .st-failed{color:#b3261e;font-weight:600}.empty{color:#666;font-style:italic}.detail{color:#555;font-size:12px}
+.note{max-width:760px;color:#333;background:#f3f6fa;border-left:3px solid #1f5fa8;padding:6px 10px}
+table.sweep td:nth-child(n+2){text-align:right;white-space:nowrap}
+.pair{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap}.pair>div{flex:1 1 300px;max-width:620px}
 figure{margin:8px 0;background:#fff;border:1px solid #e0e0e0;display:inline-block;padding:6px}
 svg .tick{font-size:11px;fill:#444}svg .axis{font-size:12px;fill:#222}svg .plabel{font-size:11px;fill:#222}
 """

@@ -49,17 +49,23 @@ def ramp_colour(v: float | None, lo: float, hi: float) -> str:
 
 
 class _Axes:
-    """Maps data to pixels (linear or log10) and draws the frame, ticks and axis labels."""
+    """Maps data to pixels (linear or log10) and draws the frame, ticks and axis labels. A log x axis with a 0 among
+    its values (context positions) maps x to log10(1 + x), labelled with the values themselves."""
 
-    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool = False, zero_y: bool = True) -> None:
-        self.log_x = log_x and min(xs) > 0
-        fx = (lambda v: math.log10(v)) if self.log_x else (lambda v: v)
-        self.fx = fx
-        self.x0, self.x1 = _span([fx(x) for x in xs], not self.log_x)
-        self.y0, self.y1 = _span(list(ys), zero_y)
+    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool = False, zero_y: bool = True,
+                 log_y: bool = False) -> None:
+        self.log_x = log_x and min(xs) >= 0
+        shift = 1.0 if self.log_x and min(xs) == 0 else 0.0
+        self.fx = (lambda v: math.log10(v + shift)) if self.log_x else (lambda v: v)
+        self.log_y = log_y and min(ys) > 0
+        self.fy = (lambda v: math.log10(v)) if self.log_y else (lambda v: v)
+        self.x0, self.x1 = _span([self.fx(x) for x in xs], not self.log_x)
+        self.y0, self.y1 = _span([self.fy(y) for y in ys], zero_y and not self.log_y)
         # ticks: the data's own x values on a log axis (sequence lengths), round numbers otherwise
         self.xticks = sorted(set(xs)) if self.log_x and len(set(xs)) <= 8 else _nice(self.x0, self.x1)
-        self.yticks = _nice(self.y0, self.y1)
+        if self.log_x and len(set(xs)) > 8:
+            self.xticks = [10 ** t - shift for t in self.xticks]
+        self.yticks = _log_ticks(self.y0, self.y1) if self.log_y else _nice(self.y0, self.y1)
         self.w = WIDTH - MARGIN["left"] - MARGIN["right"]
         self.h = HEIGHT - MARGIN["top"] - MARGIN["bottom"]
 
@@ -67,7 +73,7 @@ class _Axes:
         return MARGIN["left"] + (self.fx(x) - self.x0) / (self.x1 - self.x0) * self.w
 
     def py(self, y: float) -> float:
-        return MARGIN["top"] + self.h - (y - self.y0) / (self.y1 - self.y0) * self.h
+        return MARGIN["top"] + self.h - (self.fy(y) - self.y0) / (self.y1 - self.y0) * self.h
 
     def frame(self, x_label: str, y_label: str) -> list[str]:
         left, top, bottom = MARGIN["left"], MARGIN["top"], MARGIN["top"] + self.h
@@ -92,6 +98,13 @@ def _nice(lo: float, hi: float, count: int = 5) -> list[float]:
     step = min((m * 10 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)), key=lambda s: abs(s - raw))
     first = math.ceil(lo / step - 1e-9) * step
     return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Values 1, 2 and 5 × 10^k between 10^lo and 10^hi (log10 bounds); fewer marks when the span is wide."""
+    marks = (1, 2, 5) if hi - lo < 3 else (1,)
+    ticks = [m * 10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in marks]
+    return [t for t in ticks if lo <= math.log10(t) <= hi]
 
 
 def _span(values: list[float], from_zero: bool) -> tuple[float, float]:
@@ -166,12 +179,13 @@ def hbars(items: Sequence[tuple[str, float | None]], x_label: str, none_text: st
             f'height="{height}" role="img" aria-label="{_e(x_label)}">' + "".join(body) + "</svg>")
 
 
-def lines(series: dict[str, Sequence[tuple[float, float]]], x_label: str, y_label: str, log_x: bool = False) -> str:
-    """One polyline with markers per named series of ``(x, y)`` points, and a legend."""
+def lines(series: dict[str, Sequence[tuple[float, float]]], x_label: str, y_label: str, log_x: bool = False,
+          log_y: bool = False) -> str:
+    """One polyline with markers per named series of ``(x, y)`` points (drawn in x order), and a legend."""
     points = [p for s in series.values() for p in s]
     if not points:
         raise ValueError("a line plot needs at least one point")
-    axes = _Axes([x for x, _ in points], [y for _, y in points], log_x)
+    axes = _Axes([x for x, _ in points], [y for _, y in points], log_x, log_y=log_y)
     body = axes.frame(x_label, y_label)
     for i, (name, pts) in enumerate(series.items()):
         colour, pts = SERIES[i % len(SERIES)], sorted(pts)
