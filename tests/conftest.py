@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -12,11 +16,30 @@ from edgekit.recipe import load_recipe
 
 
 @pytest.fixture(scope="session")
-def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunOutcome]:
-    """`edgekit run cnn_digits` as a user would run it (the real recipe, all three formats)."""
-    out = tmp_path_factory.mktemp("run") / "cnn_digits"
-    outcome = run_pipeline(load_recipe("cnn_digits"), out)
-    return out, outcome
+def default_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, RunOutcome]:
+    """`edgekit run cnn_digits` as a user would run it (the real recipe, all three formats), built once per test
+    session: under xdist the first worker to ask builds it under a file lock and the others read its report.
+    Tests treat it as read-only (they copy a bundle before changing it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
+    out = shared / "default_run" / "cnn_digits"
+    with _exclusive(shared / "default_run.lock"):
+        report_path = out / "report.json"
+        if report_path.is_file():
+            report = json.loads(report_path.read_text())
+            return out, RunOutcome(report_path, report, report["rows"])
+        return out, run_pipeline(load_recipe("cnn_digits"), out, overwrite=out.exists())
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``lock`` (one holder across the xdist worker processes)."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
