@@ -238,6 +238,23 @@ def test_cli_writes_one_language_where_asked(bundle: Path, tmp_path: Path, capsy
     assert set(LANGUAGES) == {"swift", "kotlin"} and not (tmp_path / "x").exists()
 
 
+def test_no_loadable_artifact_means_no_app_code(bundle: Path, tmp_path: Path) -> None:
+    """A bundle whose artifacts all failed gets no app folder (not an empty one); asking for it is a clear error."""
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    raw = json.loads((copy / "manifest.json").read_text())
+    for entry in raw["artifacts"]:
+        entry["status"] = "failed"
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(EdgekitError, match=r"no verified coreml artifact for swift app code; convert to one"):
+        app_code(copy, ["swift"], tmp_path / "out")
+    with pytest.raises(EdgekitError, match=r"no verified onnx or tflite artifact for kotlin"):
+        app_code(copy, ["kotlin"])
+    assert not (tmp_path / "out").exists()
+    from edgekit.appcode import app_code_document
+    shutil.rmtree(copy / "app")
+    assert app_code_document(copy, load_manifest(copy)) == [] and not (copy / "app").exists()
+
+
 def test_out_folder_that_is_not_app_code_is_refused_and_kept(bundle: Path, tmp_path: Path) -> None:
     mine = tmp_path / "MyApp"
     (mine / "swift").mkdir(parents=True)

@@ -193,7 +193,9 @@ def generate_app_code(bundle: str | Path, manifest: Manifest, out: str | Path, l
     ``out/golden/``, into ``out``, a new folder (``edgekit.appcode.output`` stages it and moves it in whole);
     returns every path written."""
     bundle, out = Path(bundle), Path(out)
-    chosen = {lang: app_artifacts(manifest, LANGUAGES.get(lang).formats, bundle) for lang in langs}
+    chosen = {lang: found for lang in langs if (found := app_artifacts(manifest, LANGUAGES.get(lang).formats, bundle))}
+    if not chosen:  # no verified artifact any of these languages can load: no app code, not an empty folder
+        return []
     (out / GOLDEN_FOLDER).mkdir(parents=True)
     written: list[Path] = []
     rows: dict[str, tuple[int, int]] = {}

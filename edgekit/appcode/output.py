@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgekit.appcode.common import APP_FOLDER, GOLDEN_FOLDER, LANGUAGES, generate_app_code
+from edgekit.appcode.common import APP_FOLDER, GOLDEN_FOLDER, LANGUAGES, app_artifacts, generate_app_code
 from edgekit.artifact import Manifest, bundle_lock, load_manifest
 from edgekit.errors import EdgekitError
 from edgekit.io import ARTIFACT, atomic_output
@@ -75,6 +75,8 @@ def write_app_folder(bundle: Path, manifest: Manifest, folder: Path, langs: list
     """Generate ``langs``' code into a staging folder and move it in as ``folder`` (replacing edgekit's old
     app code there); returns the paths written, under ``folder``."""
     check_app_folder(folder, flag, hint)
+    if not loadable(manifest, langs):
+        return []
     with atomic_output(folder, ARTIFACT) as staged:
         rel = [p.relative_to(staged) for p in generate_app_code(bundle, manifest, staged, langs)]
     return [folder / r for r in rel]
@@ -86,6 +88,11 @@ def app_code_document(bundle: Path, manifest: Manifest, langs: list[str] | None 
     written = write_app_folder(bundle, manifest, bundle / APP_FOLDER, langs or list(LANGUAGES),
                                flag="bundle app folder", hint=BUNDLE_HINT)
     return [str(p.relative_to(bundle)) for p in written]
+
+
+def loadable(manifest: Manifest, langs: list[str]) -> bool:
+    """Whether the bundle has a verified artifact that one of ``langs`` loads."""
+    return any(app_artifacts(manifest, LANGUAGES.get(lang).formats) for lang in langs)
 
 
 def _document_langs(manifest: Manifest) -> list[str]:
@@ -103,6 +110,10 @@ def app_code(bundle: str | Path, langs: list[str], out: str | Path | None = None
     for lang in langs:
         LANGUAGES.get(lang)  # an unknown language fails here, naming the known ones
     manifest = load_manifest(bundle)  # a missing or damaged bundle fails here, before any lock or folder
+    if not loadable(manifest, langs):
+        formats = sorted({f for lang in langs for f in LANGUAGES.get(lang).formats})
+        raise EdgekitError(f"{bundle} has no verified {' or '.join(formats)} artifact for {', '.join(langs)} app code; "
+                           f"convert to one of those formats first (`edgekit verify {bundle}` shows what it holds)")
     if out is not None:
         return write_app_folder(bundle, manifest, Path(out), langs)
     with bundle_lock(bundle):
