@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from adb_emulator.testing import private_adb_server
-from edgekit.pipeline import RunOutcome, run_pipeline
-from edgekit.recipe import load_recipe
+# Two xdist workers share the CPU cores: OpenMP threads that spin-wait after each parallel region (libgomp's
+# default) steal the other worker's cores; measured on 2 cores, test_quant + test_foreign_models took 362 s wall,
+# 11.0 min CPU spinning and 301 s, 6.8 min CPU passive. libgomp reads this once, when torch loads it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from adb_emulator.testing import private_adb_server  # noqa: E402  (torch loads below: the policy is set first)
+from edgekit.pipeline import RunOutcome, run_pipeline  # noqa: E402
+from edgekit.recipe import load_recipe  # noqa: E402
 
 
 @pytest.fixture(scope="session")
