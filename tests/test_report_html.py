@@ -154,6 +154,21 @@ def test_hostile_strings_are_escaped(default_run):
         assert "&lt;script&gt;" in _section(page, section), section
 
 
+@pytest.mark.parametrize("sweep", [
+    {"prefill": [{"length": HOSTILE, "format": HOSTILE, "median_ms": "nan"}], "step": "nope", "step_note": HOSTILE},
+    {"step": [{"context": i, "format": "onnx", "median_ms": 1e308} for i in range(3)]},  # past any tick range
+    {"step": [{"context": 10**30, "format": "onnx", "median_ms": float("nan")}, {"context": -1, "median_ms": -1}]},
+    {"prefill": [{}], "step": [{}], "lengths": "x", "seconds": HOSTILE},
+    [1, 2], None,
+], ids=["strings", "huge", "nan-negative", "empty-points", "list", "none"])
+def test_damaged_sequence_sweep_renders_without_crashing(default_run, sweep):
+    """report.json is a file: a damaged ``sequence_sweep`` draws what it can, escaped, and never raises."""
+    report = _rich_report(default_run)
+    report["sequence_sweep"] = sweep
+    page = render_html(report)
+    assert "<script" not in page and _section(page, "artifacts")
+
+
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
     code = main(["report", str(tmp_path)])
     err = capsys.readouterr().err

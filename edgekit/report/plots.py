@@ -103,7 +103,9 @@ def _nice(lo: float, hi: float, count: int = 5) -> list[float]:
 def _log_ticks(lo: float, hi: float) -> list[float]:
     """Values 1, 2 and 5 × 10^k between 10^lo and 10^hi (log10 bounds); fewer marks when the span is wide."""
     marks = (1, 2, 5) if hi - lo < 3 else (1,)
-    ticks = [m * 10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in marks]
+    first, last = max(math.floor(lo), -300), min(math.ceil(hi), 300)  # a float's range (a damaged report's values)
+    stride = max(1, math.ceil((last - first) / 10))  # at most about ten decades labelled
+    ticks = [m * 10.0 ** k for k in range(first, last + 1, stride) for m in marks]
     return [t for t in ticks if lo <= math.log10(t) <= hi]
 
 
