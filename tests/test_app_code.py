@@ -29,12 +29,16 @@ from edgekit.verify.bundle import stray_files
 GRAMMARS = {".swift": "tree_sitter_swift", ".kt": "tree_sitter_kotlin"}
 
 
-def syntax_errors(text: str, suffix: str) -> list[str]:
-    """Where the real grammar of ``suffix`` (.swift / .kt) finds an ERROR or MISSING node: ``line N: …``."""
+def parse(text: str, suffix: str):
+    """The syntax tree of ``text`` in the real grammar of ``suffix`` (.swift / .kt)."""
     ts = pytest.importorskip("tree_sitter", reason="tree-sitter is in the test extra: pip install -e '.[test]'")
     module = pytest.importorskip(GRAMMARS[suffix])
-    tree = ts.Parser(ts.Language(module.language())).parse(text.encode())
-    found, todo = [], [tree.root_node]
+    return ts.Parser(ts.Language(module.language())).parse(text.encode())
+
+
+def syntax_errors(text: str, suffix: str) -> list[str]:
+    """Where the real grammar of ``suffix`` (.swift / .kt) finds an ERROR or MISSING node: ``line N: …``."""
+    found, todo = [], [parse(text, suffix).root_node]
     while todo:
         node = todo.pop()
         if node.is_error or node.is_missing:
@@ -224,6 +228,43 @@ def test_int8_io_adapters_and_states_reach_the_code() -> None:
     assert "let name = variant ?? functionName ??" in swift  # the self-test checks the function it loaded
     for name, text in [*kt.items(), *sw.items()]:
         assert syntax_errors(text, Path(name).suffix) == [], (name, syntax_errors(text, Path(name).suffix))
+
+
+CRAFTED = ["*/ fun pwned() {} /*", '"""\nfun pwned() {}\n"""', "x\nfun pwned() {}", "x\rfun pwned() {}",
+           "x\u2028fun pwned() {}", "${pwned()}", "\\(pwned())", "\\", "é🙂", "bell\x07\x08\x0c\x7f"]
+
+
+@pytest.mark.parametrize("crafted", CRAFTED, ids=range(len(CRAFTED)))
+def test_crafted_manifest_strings_stay_text_in_the_generated_code(crafted: str) -> None:
+    """A manifest is a file: names, labels, paths and notes it carries reach string literals and comments, never
+    code (no line break ends a comment early, no quote or interpolation escapes a literal)."""
+    io = {"inputs": [{"name": crafted, "shape": [1, 4], "dtype": "float32"}],
+          "outputs": [{"name": crafted, "shape": [1, 3], "dtype": "float32"}]}
+    manifest = _manifest(*(_entry(fmt, file=f"{crafted}.{fmt}", graph=crafted, usage=crafted, precision=crafted, **io)
+                           for fmt in ("tflite", "onnx", "coreml")))
+    manifest.name, manifest.labels = crafted, [crafted]
+    files = {**kotlin_files(manifest, app_artifacts(manifest, ("tflite", "onnx"))),
+             **swift_files(manifest, app_artifacts(manifest, ("coreml",)))}
+    assert len(files) == 5  # two Kotlin wrappers + support, one Swift wrapper + support
+    for name, text in files.items():
+        suffix = Path(name).suffix
+        assert syntax_errors(text, suffix) == [], (name, syntax_errors(text, suffix))
+        todo, functions = [parse(text, suffix).root_node], []
+        while todo:
+            node = todo.pop()
+            todo += node.children
+            functions += [node.text.decode()[:60]] if node.type == "function_declaration" else []
+        assert not [f for f in functions if "pwned" in f], name
+
+
+def test_strings_escape_the_way_each_language_reads_them() -> None:
+    """Swift has no ``\\uXXXX``, ``\\b`` or ``\\f`` escapes (JSON's), Kotlin needs ``\\$``: each gets its own."""
+    from edgekit.appcode.kotlin import literal as kotlin_literal
+    from edgekit.appcode.swift import literal as swift_literal
+
+    text = 'a\x01\x08\u2028"\\$\né'
+    assert swift_literal(text) == '"a\\u{1}\\u{8}\\u{2028}\\"\\\\$\\né"'
+    assert kotlin_literal(text) == '"a\\u0001\\u0008\\u2028\\"\\\\\\$\\né"'
 
 
 def test_cli_writes_one_language_where_asked(bundle: Path, tmp_path: Path, capsys) -> None:

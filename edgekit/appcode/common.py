@@ -212,16 +212,41 @@ def generate_app_code(bundle: str | Path, manifest: Manifest, out: str | Path, l
     return written
 
 
-def language_literal(value: Any, list_open: str, list_close: str, null: str, dollar: str = "$") -> str:
-    """A Swift or Kotlin literal: lists as ``list_open … list_close``, None as ``null``, strings JSON-escaped (non-ASCII
-    kept) with ``$`` written as ``dollar`` (Kotlin's string templates need ``\\$``)."""
+_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # what can end a line comment (and other controls)
+
+
+def comment_text(value: Any) -> str:
+    """``value`` (a manifest string) safe inside a ``//`` or ``/** */`` comment of generated code: line breaks and
+    control characters become spaces and ``*/`` cannot close a block comment, so a crafted name stays text."""
+    return _BREAKS.sub(" ", str(value)).replace("*/", "* /")
+
+
+def language_literal(value: Any, list_open: str, list_close: str, null: str, dollar: str = "$",
+                     unicode_escape: str = "\\u{{{:x}}}") -> str:
+    """A Swift or Kotlin literal: lists as ``list_open … list_close``, None as ``null``, strings by ``string_literal``
+    (``$`` written as ``dollar``: Kotlin's string templates need ``\\$``)."""
     if isinstance(value, (list, tuple)):
-        return list_open + ", ".join(language_literal(v, list_open, list_close, null, dollar) for v in value) + list_close
+        return list_open + ", ".join(language_literal(v, list_open, list_close, null, dollar, unicode_escape)
+                                     for v in value) + list_close
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False).replace("$", dollar)
+        return string_literal(value, dollar, unicode_escape)
     if value is None:
         return null
     return swift_kotlin_literal(value)
+
+
+_ESCAPED = re.compile(r'[\\"$\x00-\x1f\x7f\x85\u2028\u2029]')
+_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def string_literal(text: str, dollar: str, unicode_escape: str) -> str:
+    """``text`` as a double-quoted Swift or Kotlin string: quote, backslash, ``$`` (as ``dollar``), line breaks and
+    every other control or line-separator character escaped, ``unicode_escape`` formatting a code point (Swift
+    ``\\u{1f}``, Kotlin ``\\u001f``; JSON's ``\\b``, ``\\f``, ``\\u001f`` are not all valid in both); the rest kept."""
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        return dollar if char == "$" else _SHORT_ESCAPES.get(char) or unicode_escape.format(ord(char))
+    return '"' + _ESCAPED.sub(escape, text) + '"'
 
 
 def swift_kotlin_literal(value: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit import __version__
-from edgekit.appcode.common import LANGUAGES, AppArtifact, Language, Tensor, fill, language_literal
+from edgekit.appcode.common import LANGUAGES, AppArtifact, Language, Tensor, comment_text, fill, language_literal
 from edgekit.artifact import Manifest
 
 PACKAGE = "edgekit.generated"
@@ -19,8 +19,8 @@ ORT_API = ("ONNX Runtime Java/Android API, Maven com.microsoft.onnxruntime:onnxr
 
 
 def literal(value: Any) -> str:
-    """A Kotlin literal: strings JSON-escaped with ``$`` escaped, lists as ``listOf(...)``, None as null."""
-    return language_literal(value, "listOf(", ")", "null", "\\$")
+    """A Kotlin literal: strings escaped (``$`` too, ``\\uXXXX`` for controls), lists as ``listOf(...)``, None as null."""
+    return language_literal(value, "listOf(", ")", "null", "\\$", "\\u{:04x}")
 
 
 def _float(value: float | None) -> str:
@@ -366,9 +366,9 @@ def wrapper(manifest: Manifest, a: AppArtifact) -> str:
         extra = {"session_config": _map(a.session_config, "String"), "adapters": _map(adapters, "String?")}
     else:
         extra = {"signatures": _map(selected["signature"], "String"), "variant_files": _map(selected["file"], "String")}
-    return fill(ORT if onnx else LITERT, version=__version__, bundle=manifest.name,
-                api=ORT_API if onnx else LITERT_API, file=a.file, format=a.format, precision=a.precision,
-                graph_note=f", graph {a.graph}" if a.graph else "", package=PACKAGE, cls=a.class_name,
+    return fill(ORT if onnx else LITERT, version=__version__, bundle=comment_text(manifest.name),
+                api=ORT_API if onnx else LITERT_API, file=comment_text(a.file), format=a.format, precision=comment_text(a.precision),
+                graph_note=comment_text(f", graph {a.graph}") if a.graph else "", package=PACKAGE, cls=a.class_name,
                 fields=_fields(manifest, a), tail=_tail(a, onnx), **extra)
 
 

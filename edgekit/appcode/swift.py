@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit import __version__
-from edgekit.appcode.common import APP_GOLDEN_BYTES, LANGUAGES, AppArtifact, Language, fill, language_literal
+from edgekit.appcode.common import APP_GOLDEN_BYTES, LANGUAGES, AppArtifact, Language, comment_text, fill, language_literal
 from edgekit.artifact import Manifest
 
 API = ("Core ML (MLModel, MLMultiArray; MLState and MLModelConfiguration.functionName need iOS 18 / macOS 15), "
@@ -15,7 +15,7 @@ API = ("Core ML (MLModel, MLMultiArray; MLState and MLModelConfiguration.functio
 
 
 def literal(value: Any) -> str:
-    """A Swift literal: strings JSON-escaped (no ``\\u`` escapes: non-ASCII stays as is), lists as arrays."""
+    """A Swift literal: strings escaped (``\\u{..}`` for controls; non-ASCII kept), lists as arrays, None as nil."""
     return language_literal(value, "[", "]", "nil")
 
 
@@ -171,8 +171,8 @@ def wrapper(manifest: Manifest, a: AppArtifact) -> str:
     stateful = bool(a.states)
     body = fill(SELFTEST_STATEFUL if stateful else SELFTEST_STATELESS, criteria=_criteria(a))
     return fill(
-        WRAPPER, version=__version__, bundle=manifest.name, api=API, file=a.file, format=a.format,
-        precision=a.precision, graph_note=f", graph {a.graph}" if a.graph else "",
+        WRAPPER, version=__version__, bundle=comment_text(manifest.name), api=API, file=comment_text(a.file), format=a.format,
+        precision=comment_text(a.precision), graph_note=comment_text(f", graph {a.graph}") if a.graph else "",
         available="@available(iOS 18.0, macOS 15.0, *)\n" if modern else "", cls=a.class_name,
         file_lit=literal(a.file), in_names=literal([t.name for t in a.inputs]),
         in_shapes=literal([t.shape for t in a.inputs]), in_dtypes=literal([t.dtype for t in a.inputs]),
@@ -182,7 +182,7 @@ def wrapper(manifest: Manifest, a: AppArtifact) -> str:
         mean=literal([float(v) for v in pre.get("mean") or [0.0]]),
         std=literal([float(v) for v in pre.get("std") or [1.0]]), size=literal(list(pre.get("size") or [])),
         functions=literal([v["select"].get("function", v["name"]) for v in a.variants]),
-        usage=(a.usage or "none").replace("\n", " "), states=literal([str(s.get("name", "")) for s in a.states]),
+        usage=comment_text(a.usage or "none"), states=literal([str(s.get("name", "")) for s in a.states]),
         function_select=FUNCTION_SELECT if a.variants else "", stateful=STATEFUL if stateful else "",
         base_lit=literal(next(iter(a.golden))), golden_keys=_dict(a.golden), selftest_body=body,
         rows_note=a.rows_note(next(iter(a.golden))), budget_kib=APP_GOLDEN_BYTES // 1024)
