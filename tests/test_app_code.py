@@ -230,6 +230,17 @@ def test_int8_io_adapters_and_states_reach_the_code() -> None:
         assert syntax_errors(text, Path(name).suffix) == [], (name, syntax_errors(text, Path(name).suffix))
 
 
+def _crafted_code(crafted: str) -> dict[str, str]:
+    """Kotlin and Swift files of a manifest whose every name, label, path and note is ``crafted``."""
+    io = {"inputs": [{"name": crafted, "shape": [1, 4], "dtype": "float32"}],
+          "outputs": [{"name": crafted, "shape": [1, 3], "dtype": "float32"}]}
+    manifest = _manifest(*(_entry(fmt, file=f"{crafted}.{fmt}", graph=crafted, usage=crafted, precision=crafted, **io)
+                           for fmt in ("tflite", "onnx", "coreml")))
+    manifest.name, manifest.labels = crafted, [crafted]
+    return {**kotlin_files(manifest, app_artifacts(manifest, ("tflite", "onnx"))),
+            **swift_files(manifest, app_artifacts(manifest, ("coreml",)))}
+
+
 CRAFTED = ["*/ fun pwned() {} /*", '"""\nfun pwned() {}\n"""', "x\nfun pwned() {}", "x\rfun pwned() {}",
            "x\u2028fun pwned() {}", "${pwned()}", "\\(pwned())", "\\", "é🙂", "bell\x07\x08\x0c\x7f"]
 
@@ -238,13 +249,7 @@ CRAFTED = ["*/ fun pwned() {} /*", '"""\nfun pwned() {}\n"""', "x\nfun pwned() {
 def test_crafted_manifest_strings_stay_text_in_the_generated_code(crafted: str) -> None:
     """A manifest is a file: names, labels, paths and notes it carries reach string literals and comments, never
     code (no line break ends a comment early, no quote or interpolation escapes a literal)."""
-    io = {"inputs": [{"name": crafted, "shape": [1, 4], "dtype": "float32"}],
-          "outputs": [{"name": crafted, "shape": [1, 3], "dtype": "float32"}]}
-    manifest = _manifest(*(_entry(fmt, file=f"{crafted}.{fmt}", graph=crafted, usage=crafted, precision=crafted, **io)
-                           for fmt in ("tflite", "onnx", "coreml")))
-    manifest.name, manifest.labels = crafted, [crafted]
-    files = {**kotlin_files(manifest, app_artifacts(manifest, ("tflite", "onnx"))),
-             **swift_files(manifest, app_artifacts(manifest, ("coreml",)))}
+    files = _crafted_code(crafted)
     assert len(files) == 5  # two Kotlin wrappers + support, one Swift wrapper + support
     for name, text in files.items():
         suffix = Path(name).suffix
@@ -460,7 +465,9 @@ def test_generated_kotlin_compiles_against_the_real_api_signatures(bundle: Path,
     if kotlinc is None:
         pytest.skip("kotlinc is not installed (Debian: apt-get install kotlin); the tree-sitter parse still runs")
     sources = [*sorted((bundle / "app" / "kotlin").glob("*.kt"))]
-    for rel, text in [*KOTLIN_STUBS.items(), *((k, v) for k, v in _synthetic_code()[0].items() if "Golden" not in k)]:
+    crafted = _crafted_code('Evil*/ x\r\n"""${pwned()}\\(y)\x07é')  # every crafted string at once, compiled
+    wrappers = [*_synthetic_code()[0].items(), *((k, v) for k, v in crafted.items() if k.endswith(".kt"))]
+    for rel, text in [*KOTLIN_STUBS.items(), *((k, v) for k, v in wrappers if "Golden" not in k)]:
         (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "src" / rel).write_text(text)
         sources.append(tmp_path / "src" / rel)
