@@ -37,7 +37,8 @@ OWN_FILES: dict[str, frozenset[str]] = {
     "checkpoint": frozenset({"model.safetensors", "meta.json"}),
     "adapter": frozenset({"adapter.safetensors", "adapter.json"}),
 }
-FILE_KINDS = frozenset({"report"})
+HTML_REPORT = "html report"  # its owner check lives with the page (edgekit.report.html)
+FILE_KINDS = frozenset({"report", HTML_REPORT})
 LOCK = ".edgekit.lock"  # held by a bundle's one writer (artifact.bundle_lock); removed when released
 _APPROVED: set[Path] = set()  # folders the user let edgekit write into with --overwrite (this process)
 

@@ -87,7 +87,7 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path, overwrite: bool = False,
     })
     with bundle_lock(out / "bundle"):  # again, now that the report has the latencies the documents cite
         write_documents(out / "bundle", load_manifest(out / "bundle"))
-    write_html_report(outcome.report_path, command=command)
+    write_html_report(outcome.report_path, command=command, overwrite=overwrite)
     return outcome
 
 

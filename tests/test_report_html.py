@@ -169,6 +169,18 @@ def test_damaged_sequence_sweep_renders_without_crashing(default_run, sweep):
     assert "<script" not in page and _section(page, "artifacts")
 
 
+def test_a_users_file_at_html_is_kept_unless_overwrite(default_run, tmp_path, capsys):
+    out, _ = default_run
+    mine = tmp_path / "notes.html"
+    mine.write_text("<p>my notes</p>")
+    assert main(["report", str(out), "--html", str(mine)]) == 1
+    assert "is a file edgekit did not write; use --overwrite" in capsys.readouterr().err
+    assert mine.read_text() == "<p>my notes</p>"
+    assert main(["report", str(out), "--html", str(mine), "--overwrite"]) == 0 and "edgekit report" in mine.read_text()
+    assert main(["report", str(out), "--html", str(mine)]) == 0  # now edgekit's own page: replaced without asking
+    assert main(["report", str(out), "--html", str(tmp_path)]) == 1 and "is a folder" in capsys.readouterr().err
+
+
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
     code = main(["report", str(tmp_path)])
     err = capsys.readouterr().err

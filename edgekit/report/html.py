@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 
 from edgekit.artifact import MANIFEST, load_manifest, manifest_problem
 from edgekit.errors import EdgekitError
-from edgekit.io import atomic_write_text
+from edgekit.io import atomic_write_text, check_output_dir
+from edgekit.outdir import HTML_REPORT, OWNERS
 from edgekit.report import plots
 from edgekit.report.rows import build_rows
 
@@ -69,16 +70,31 @@ def load_report(path: str | Path) -> dict[str, Any]:
                        f"give the folder `edgekit run` or `edgekit convert` wrote")
 
 
+GENERATOR = '<meta name="generator" content="edgekit report">'  # how edgekit knows a page is its own
+
+
+@OWNERS.register(HTML_REPORT)
+def is_html_report(path: Path) -> bool:
+    """Whether ``path`` is a page ``edgekit report`` wrote (its generator tag in the first bytes)."""
+    try:
+        with open(path, "rb") as f:
+            return GENERATOR.encode() in f.read(512)
+    except OSError:
+        return False
+
+
 def write_html_report(source: str | Path, out: str | Path | None = None,
-                      command: Sequence[str] | None = None) -> Path:
+                      command: Sequence[str] | None = None, overwrite: bool = False) -> Path:
     """Render ``source`` (run folder, bundle, report.json or manifest.json) to ``out``, atomically; ``command``
     is the command line recorded on the page. Returns the path written. By default a run's page is report.html
     beside report.json; a bundle's is ``<bundle>_report.html`` beside the bundle folder, never inside it (the
-    manifest does not name it, so `edgekit verify` would call it stray)."""
+    manifest does not name it, so `edgekit verify` would call it stray). A file at the target that is not an edgekit
+    page is kept unless ``overwrite``."""
     report = load_report(source)
     folder = Path(report["path"])
     default = folder / REPORT_HTML if report["kind"] == "run" else folder.parent / f"{folder.resolve().name}_report.html"
     target = Path(out) if out is not None else default
+    check_output_dir(target, HTML_REPORT, overwrite, "--html")
     atomic_write_text(target, render_html(report, command))
     return target
 
@@ -93,7 +109,7 @@ def render_html(report: dict[str, Any], command: Sequence[str] | None = None) ->
         if html is not None:
             body.append(f'<section id="{anchor}"><h2>{_e(title)}</h2>{html}</section>')
     nav = " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, s in SECTIONS if f'id="{a}"' in "".join(body))
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">{GENERATOR}"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
             f"img-src data:\"><title>{_e(name)} · edgekit report</title><style>{CSS}</style></head><body>"
             f"<header><h1>{_e(name)}</h1><p class=\"sub\">{_summary(report)}</p><nav>{nav}</nav></header>"
