@@ -181,6 +181,24 @@ def test_a_users_file_at_html_is_kept_unless_overwrite(default_run, tmp_path, ca
     assert main(["report", str(out), "--html", str(tmp_path)]) == 1 and "is a folder" in capsys.readouterr().err
 
 
+def test_a_sweep_point_that_differs_from_pytorch_fails_and_is_not_drawn(monkeypatch):
+    """The sweep's parity check can fail: against a reference shifted by 1 (or NaN) the real ONNX step is a failed
+    point with its |Δ|, no latency, and the page draws no curve from it."""
+    import edgekit.benchmarking.sweep as sweep
+
+    real = sweep.graph_outputs
+    shifts = iter([1.0, float("nan")])
+    monkeypatch.setattr(sweep, "graph_outputs", lambda graph, inputs: [o + next(shifts) if i == 0 else o
+                                                                        for i, o in enumerate(real(graph, inputs))])
+    model = edgekit.create_model("ssm", **TINY_SSM).eval()
+    result = sequence_sweep(model, ["onnx"], [], [0, 8], threads=1, warmup=1, runs=3)
+    onnx = [p for p in result["step"] if p["format"] == "onnx"]
+    assert len(onnx) == 2 and all(p["status"].startswith("failed: differs from PyTorch") for p in onnx), onnx
+    assert all("median_ms" not in p for p in onnx) and 0.99 < onnx[0]["max_abs_diff"] < 1.01
+    page = render_html({"kind": "run", "path": ".", "rows": [], "sequence_sweep": result})
+    assert "onnx fp32: failed: differs from PyTorch" in _section(page, "sequence").replace("&#x27;", "'")
+
+
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
     code = main(["report", str(tmp_path)])
     err = capsys.readouterr().err

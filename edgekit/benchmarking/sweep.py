@@ -30,6 +30,7 @@ from edgekit.models.base import ExportGraph
 
 SWEEP_RUNS, SWEEP_WARMUP = 50, 5  # per point at most: a curve needs medians, not the headline's 200 runs
 POINT_BUDGET_S = 0.5  # timed seconds per point, after at least 5 runs (a slow point stops early)
+PARITY_RTOL = 1e-3  # fp32 vs PyTorch: |Δ| past this fraction of the outputs' range (at least 1) fails the point
 KEEP = ("status", "median_ms", "p90_ms", "min_ms", "runs", "max_abs_diff", "export_seconds")
 
 
@@ -110,8 +111,13 @@ class _Artifacts:
         if path is None:
             return row
         timed = time_artifact(fmt, path, graph_inputs(inputs), want, **timing)
+        bound = PARITY_RTOL * max([1.0, *(float(np.abs(w).max()) for w in want)])
         if "error" in timed:
             timed = {"status": f"failed: {timed['error']}"}
+        elif "max_abs_diff" in timed and not timed["max_abs_diff"] <= bound:  # NaN fails too
+            timed = {"status": f"failed: differs from PyTorch (max |Δ| {timed['max_abs_diff']:.3g} > {bound:.3g}): "
+                               "a wrong artifact's latency is not a point",
+                     **({"max_abs_diff": timed["max_abs_diff"]} if np.isfinite(timed["max_abs_diff"]) else {})}
         elif str(timed.get("status", "")).startswith("not run"):
             self.not_run[fmt] = timed["status"]
         return row | {"status": "ok"} | timed
