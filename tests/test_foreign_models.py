@@ -10,6 +10,7 @@ dict model's output names in every format.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -217,3 +218,26 @@ def test_the_large_valued_model_has_large_values() -> None:
 
 def _flat(out: object) -> list:
     return list(out.values()) if isinstance(out, dict) else [out]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("name", list(FOREIGN_MODELS))
+def test_foreign_bundle_gets_its_model_card_and_app_code(name: str, scheme: str, converted) -> None:
+    """The bundle documents work on models nobody here wrote: written without error, listed, and the generated
+    Swift / Kotlin parses in the real grammars (a document failing is recorded, never raised, so it is checked here)."""
+    from test_app_code import syntax_errors
+
+    bundle = converted(name, scheme)  # converted once for the cells above
+    documents = bundle.manifest.documents
+    assert set(documents) == {"model_card", "app_code"}, documents
+    for document in documents.values():
+        assert "error" not in document and document["files"], document
+        assert all((bundle.path / f).is_file() for f in document["files"])
+    sources = [f for f in documents["app_code"]["files"] if f.endswith((".swift", ".kt"))]
+    verified = {e.format for e in bundle.manifest.artifacts if e.status == "verified"}
+    wanted = {lang for lang, formats in (("swift", {"coreml"}), ("kotlin", {"onnx", "tflite"})) if formats & verified}
+    assert wanted and {f.split("/")[1] for f in sources} == wanted, sources  # code for what verified, only
+    for rel in sources:
+        assert syntax_errors((bundle.path / rel).read_text(), Path(rel).suffix) == [], rel
+    card = json.loads((bundle.path / "model_card.json").read_text())
+    assert card and name in (bundle.path / "MODEL_CARD.md").read_text().lower() + json.dumps(card).lower()
