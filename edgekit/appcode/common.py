@@ -228,11 +228,15 @@ def language_literal(value: Any, list_open: str, list_close: str, null: str, dol
     if isinstance(value, (list, tuple)):
         return list_open + ", ".join(language_literal(v, list_open, list_close, null, dollar, unicode_escape)
                                      for v in value) + list_close
-    if isinstance(value, str):
-        return string_literal(value, dollar, unicode_escape)
     if value is None:
         return null
-    return swift_kotlin_literal(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "0.0"
+    if isinstance(value, int):
+        return str(value)
+    return string_literal(str(value), dollar, unicode_escape)
 
 
 _ESCAPED = re.compile(r'[\\"$\x00-\x1f\x7f\x85\u2028\u2029]')
@@ -248,15 +252,3 @@ def string_literal(text: str, dollar: str, unicode_escape: str) -> str:
         return dollar if char == "$" else _SHORT_ESCAPES.get(char) or unicode_escape.format(ord(char))
     return '"' + _ESCAPED.sub(escape, text) + '"'
 
-
-def swift_kotlin_literal(value: Any) -> str:
-    """A number, string, list or None as a literal both Swift and Kotlin read (lists as the caller wraps them)."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "0.0"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value))  # JSON string escapes are valid Swift/Kotlin escapes for printable text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from html import escape
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,16 +18,13 @@ from edgekit.errors import EdgekitError
 from edgekit.io import atomic_write_text, check_output_dir
 from edgekit.outdir import HTML_REPORT, OWNERS
 from edgekit.report import plots
+from edgekit.report.plots import esc
 from edgekit.report.rows import build_rows
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 NOT_BENCHMARKED = "not benchmarked"
 _PREFILL = re.compile(r"^prefill_L(\d+)$")
-
-
-def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
 
 
 def _num(value: Any) -> float | None:
@@ -107,12 +103,12 @@ def render_html(report: dict[str, Any], command: Sequence[str] | None = None) ->
     for anchor, title, section in SECTIONS:
         html = section(report, command)
         if html is not None:
-            body.append(f'<section id="{anchor}"><h2>{_e(title)}</h2>{html}</section>')
-    nav = " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, s in SECTIONS if f'id="{a}"' in "".join(body))
+            body.append(f'<section id="{anchor}"><h2>{esc(title)}</h2>{html}</section>')
+    nav = " · ".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, s in SECTIONS if f'id="{a}"' in "".join(body))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">{GENERATOR}"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            f"img-src data:\"><title>{_e(name)} · edgekit report</title><style>{CSS}</style></head><body>"
-            f"<header><h1>{_e(name)}</h1><p class=\"sub\">{_summary(report)}</p><nav>{nav}</nav></header>"
+            f"img-src data:\"><title>{esc(name)} · edgekit report</title><style>{CSS}</style></head><body>"
+            f"<header><h1>{esc(name)}</h1><p class=\"sub\">{_summary(report)}</p><nav>{nav}</nav></header>"
             + "".join(body) + "</body></html>\n")
 
 
@@ -121,12 +117,12 @@ def _summary(report: dict[str, Any]) -> str:
     rows = [r for r in _list(report.get("rows")) if isinstance(r, dict) and r.get("format") != "pytorch"]
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("verified", "exported", "failed")}
     what = "run" if report["kind"] == "run" else "bundle (manifest only: not benchmarked)"
-    parts = [f"{what} · {_e(report.get('path', ''))}", f"{len(rows)} artifact rows: "
+    parts = [f"{what} · {esc(report.get('path', ''))}", f"{len(rows)} artifact rows: "
              + ", ".join(f'<span class="st-{s}">{n} {s}</span>' for s, n in counts.items())]
     if report.get("reference"):
-        parts.append(f"verified on {_e(report['reference'])}")
+        parts.append(f"verified on {esc(report['reference'])}")
     if manifest.get("created"):
-        parts.append(f"created {_e(manifest['created'])}")
+        parts.append(f"created {esc(manifest['created'])}")
     return " · ".join(parts)
 
 
@@ -144,7 +140,7 @@ def _fmt(value: Any, spec: str, suffix: str = "") -> str:
 
 def _table(head: Sequence[str], rows: list[list[str]], cls: str = "") -> str:
     """A table from already-escaped cells."""
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    th = "".join(f"<th>{esc(h)}</th>" for h in head)
     trs = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f'<div class="wrap"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
 
@@ -158,13 +154,13 @@ def _artifacts(report: dict[str, Any], command: Sequence[str] | None) -> str:
     for r in rows:
         status = str(r.get("status", ""))
         latency = unbenched if _num(r.get("median_ms")) is None else f"{_num(r['median_ms']):.3f}"
-        out.append([f'<span class="st-{_e(status)}">{_e(status)}</span>', f"<code>{_e(r.get('artifact', ''))}</code>",
-                    _e(r.get("format", "")), _e(r.get("precision", "")), _e(r.get("graph", "") or "—"),
-                    _e(r.get("runtime", "")) + ("" if r.get("target") in (None, "host") else f" @ {_e(r['target'])}"),
+        out.append([f'<span class="st-{esc(status)}">{esc(status)}</span>', f"<code>{esc(r.get('artifact', ''))}</code>",
+                    esc(r.get("format", "")), esc(r.get("precision", "")), esc(r.get("graph", "") or "—"),
+                    esc(r.get("runtime", "")) + ("" if r.get("target") in (None, "host") else f" @ {esc(r['target'])}"),
                     _size(r.get("size_bytes")), _fmt(r.get("accuracy"), ".2%"), _fmt(r.get("max_abs_diff"), ".1e"),
-                    _fmt(r.get("top1_agreement"), ".1%"), _e(latency), _fmt(r.get("p90_ms"), ".3f"),
+                    _fmt(r.get("top1_agreement"), ".1%"), esc(latency), _fmt(r.get("p90_ms"), ".3f"),
                     _fmt(r.get("runs"), ".0f"), _fmt(r.get("speedup_vs_pytorch"), ".2f", "×"),
-                    _e(r.get("placement") or "—"), _e(r.get("note") or "")])
+                    esc(r.get("placement") or "—"), esc(r.get("note") or "")])
     head = ("status", "artifact", "format", "precision", "graph", "runtime", "size", "accuracy", "max |Δ|",
             "top-1 agree", "median ms", "p90 ms", "runs", "× PyTorch", "placement", "note")
     return _table(head, out, "artifacts")
@@ -183,8 +179,8 @@ def _size_latency(report: dict[str, Any], command: Sequence[str] | None) -> str:
     if not points:
         why = ("not benchmarked: a bundle records sizes, not latency (`edgekit run` or `edgekit bench` measures it)"
                if report["kind"] == "bundle" else "no artifact has both a size and a measured latency")
-        return f'<p class="empty">{_e(why)}</p>'
-    note = f" (graph <code>{_e(graph)}</code>)" if len(graphs) > 1 and graph else ""
+        return f'<p class="empty">{esc(why)}</p>'
+    note = f" (graph <code>{esc(graph)}</code>)" if len(graphs) > 1 and graph else ""
     svg = plots.scatter(list(points.values()), "size (MB)", "median latency (ms)", "accuracy")
     return (f"<p>One point per format × precision{note}; colour is accuracy on the verification set "
             f"(grey: not measured).</p><figure>{svg}</figure>")
@@ -204,7 +200,7 @@ def _sqnr(report: dict[str, Any], command: Sequence[str] | None) -> str:
     if not groups:
         text = ("no per-layer SQNR recorded for " + ", ".join(unrecorded)) if unrecorded else \
             "no quantized artifact: every artifact is float, so there is no quantization error to attribute"
-        return f'<p class="empty">{_e(text)}</p>'
+        return f'<p class="empty">{esc(text)}</p>'
     out = ["<p>Signal-to-quantization-noise ratio of each layer's output against the float model "
            "(higher is better; under ~20 dB a layer is a likely cause of accuracy loss; "
            "\"exact\": no error, \"float\": kept in float).</p>"]
@@ -212,7 +208,7 @@ def _sqnr(report: dict[str, Any], command: Sequence[str] | None) -> str:
         items = [(f"{x.get('layer', '?')} ({x.get('op', '?')})",
                   _num(x.get("sqnr_db")) if x.get("quantized", True) else None) for x in layers]
         none_texts = {"exact" if x.get("quantized", True) else "float" for x in layers if _num(x.get("sqnr_db")) is None}
-        out.append(f"<h3>{_e(', '.join(files))}</h3><figure>"
+        out.append(f"<h3>{esc(', '.join(files))}</h3><figure>"
                    f"{plots.hbars(items, 'SQNR (dB)', '/'.join(sorted(none_texts)) or 'exact')}</figure>")
     return "".join(out)
 
@@ -256,7 +252,7 @@ def _bundle_prefill(prefill: list[tuple[int, dict[str, Any]]]) -> str:
         return (f"<h3>Prefill latency vs sequence length</h3><figure>"
                 f"{plots.lines(series, 'sequence length (tokens)', 'median latency (ms)', log_x=True)}</figure>")
     why = NOT_BENCHMARKED if not series else f"one prefill length ({', '.join(map(str, lengths))})"
-    return (f'<p class="empty">Prefill latency vs sequence length: {_e(why)}; a curve needs several lengths measured '
+    return (f'<p class="empty">Prefill latency vs sequence length: {esc(why)}; a curve needs several lengths measured '
             "(<code>[bench] seq_lengths = [64, 128, 256]</code> in the recipe, or a checkpoint exported at several "
             "lengths).</p>")
 
@@ -277,23 +273,23 @@ def _sweep_plot(sweep: dict[str, Any], kind: str, key: str, title: str, x_label:
                    f"{_fmt(p.get('runs'), '.0f')} runs") + (
                 f", max |Δ| {_fmt(p.get('max_abs_diff'), '.1e')}" if p.get("max_abs_diff") is not None else "") + (
                 f"; {p.get('source')}" if p.get("source") else "")
-            cells.setdefault(name, {})[x] = f'<span title="{_e(tip)}">{ms:.3g}</span>'
+            cells.setdefault(name, {})[x] = f'<span title="{esc(tip)}">{ms:.3g}</span>'
         else:
-            cells.setdefault(name, {})[x] = f'<span class="detail">{_e(p.get("status") or "not measured")}</span>'
+            cells.setdefault(name, {})[x] = f'<span class="detail">{esc(p.get("status") or "not measured")}</span>'
             missing.setdefault(name, set()).add(str(p.get("status") or "not measured"))
     unmeasured = {name: statuses for name, statuses in missing.items() if name not in series}
     xs = sorted({x for name, row in cells.items() if name not in unmeasured for x in row})
     table = _table([key if key == "context" else "length L", *(f"{x:g}" for x in xs)],
-                   [[_e(name), *(row.get(x, "—") for x in xs)] for name, row in cells.items()
+                   [[esc(name), *(row.get(x, "—") for x in xs)] for name, row in cells.items()
                     if name not in unmeasured], "sweep") if xs else ""
-    table += "".join(f'<p class="empty">{_e(name)}: {_e("; ".join(sorted(statuses)))}</p>'
+    table += "".join(f'<p class="empty">{esc(name)}: {esc("; ".join(sorted(statuses)))}</p>'
                      for name, statuses in unmeasured.items())
-    table += f'<p class="note">{_e(note)}</p>' if note else ""
+    table += f'<p class="note">{esc(note)}</p>' if note else ""
     if not any(len(s) > 1 for s in series.values()):
-        return (f"<h3>{_e(title)}</h3><p class=\"empty\">{_e(title)}: fewer than two points measured in any "
+        return (f"<h3>{esc(title)}</h3><p class=\"empty\">{esc(title)}: fewer than two points measured in any "
                 f"runtime; no curve to draw.</p><p>Median latency (ms):</p>{table}")
     svg = plots.lines(series, x_label, "median latency (ms; log scale)", log_x=True, log_y=True)
-    return (f'<h3>{_e(title)}</h3><div class="pair"><figure>{svg}</figure><div><p>Median latency (ms) per point '
+    return (f'<h3>{esc(title)}</h3><div class="pair"><figure>{svg}</figure><div><p>Median latency (ms) per point '
             f"(hover a value for p90, runs, max |Δ| vs PyTorch and the artifact):</p>{table}</div></div>")
 
 
@@ -306,8 +302,8 @@ def _variants(report: dict[str, Any], command: Sequence[str] | None) -> str:
     adapters = [a for a in _list(manifest.get("adapters")) if isinstance(a, dict)]
     if adapters:
         out.append(_table(("adapter", "domain", "rank", "alpha", "description", "sha256"), [
-            [_e(a.get("name", "")), _e(a.get("domain") or "—"), _fmt(a.get("rank"), ".0f"), _fmt(a.get("alpha"), "g"),
-             _e(a.get("description") or "—"), f"<code>{_e(str(a.get('sha256') or '—')[:16])}</code>"]
+            [esc(a.get("name", "")), esc(a.get("domain") or "—"), _fmt(a.get("rank"), ".0f"), _fmt(a.get("alpha"), "g"),
+             esc(a.get("description") or "—"), f"<code>{esc(str(a.get('sha256') or '—')[:16])}</code>"]
             for a in adapters]))
     rows = []
     for a in entries:
@@ -315,15 +311,15 @@ def _variants(report: dict[str, Any], command: Sequence[str] | None) -> str:
             check = _dict(v.get("verification"))
             key = str(a.get("file")) + ("" if v.get("name") == "base" else f"#{v.get('name')}")
             ms = latency.get(key)
-            rows.append([f"<code>{_e(a.get('file', ''))}</code>", _e(v.get("name", "")), _e(v.get("adapter") or "—"),
-                         f"<code>{_e(json.dumps(v.get('select'), default=str))}</code>", _e(check.get("status", "—")),
+            rows.append([f"<code>{esc(a.get('file', ''))}</code>", esc(v.get("name", "")), esc(v.get("adapter") or "—"),
+                         f"<code>{esc(json.dumps(v.get('select'), default=str))}</code>", esc(check.get("status", "—")),
                          _fmt(check.get("max_abs_diff"), ".1e"), _fmt(check.get("accuracy"), ".2%"),
-                         _e(NOT_BENCHMARKED if ms is None else f"{ms:.3f}")])
+                         esc(NOT_BENCHMARKED if ms is None else f"{ms:.3f}")])
     if rows:
         out.append(_table(("artifact", "variant", "adapter", "select", "verification", "max |Δ|", "accuracy",
                            "median ms"), rows))
     skipped = _dict(_dict(report.get("adapter_bundle")).get("skipped"))
-    out += [f'<p class="empty">{_e(fmt)}: not packaged: {_e(why)}</p>' for fmt, why in skipped.items()]
+    out += [f'<p class="empty">{esc(fmt)}: not packaged: {esc(why)}</p>' for fmt, why in skipped.items()]
     return "".join(out) or '<p class="empty">No adapter variants: this bundle holds the base model only.</p>'
 
 
@@ -339,15 +335,15 @@ def _placement(report: dict[str, Any], command: Sequence[str] | None) -> str:
             detail = p.get("not_run") or "; ".join(
                 [f"{o.get('op')}: {o.get('reason', '')} {o.get('fix', '')}".strip() for o in worst[:2]]
                 + [str(n) for n in _list(p.get("notes"))[:1]])
-            rows.append([f"<code>{_e(a.get('file') or a.get('format'))}</code>", _e(accel), _e(p.get("source", "")),
-                         _e(found), _e(offenders or "—"), f'<span class="detail">{_e(detail)}</span>'])
+            rows.append([f"<code>{esc(a.get('file') or a.get('format'))}</code>", esc(accel), esc(p.get("source", "")),
+                         esc(found), esc(offenders or "—"), f'<span class="detail">{esc(detail)}</span>'])
     gate = _dict(report.get("placement_gate"))
     out = [_table(("artifact", "accelerator", "source", "placement", "falls back", "detail"), rows)] if rows else \
         ['<p class="empty">No placement recorded for these artifacts.</p>']
     if gate:
         verdict = "passed" if gate.get("passed") else f"failed: {gate.get('message', '')}"
-        out.append(f"<p>Placement gate (require {_e(gate.get('require'))}, min coverage "
-                   f"{_e(gate.get('min_coverage'))}%): <b>{_e(verdict)}</b></p>")
+        out.append(f"<p>Placement gate (require {esc(gate.get('require'))}, min coverage "
+                   f"{esc(gate.get('min_coverage'))}%): <b>{esc(verdict)}</b></p>")
     return "".join(out)
 
 
@@ -368,9 +364,9 @@ def _provenance(report: dict[str, Any], command: Sequence[str] | None) -> str:
     if training:
         facts.append(("training", ", ".join(f"{k} {_fmt(v, '.4g') if _num(v) is not None else v}"
                                             for k, v in training.items())))
-    out = [_table(("what", "value"), [[_e(k), f"<code>{_e(v)}</code>"] for k, v in facts], "facts")]
+    out = [_table(("what", "value"), [[esc(k), f"<code>{esc(v)}</code>"] for k, v in facts], "facts")]
     tools = _dict(manifest.get("tools"))
-    out.append(_table(("tool", "version"), [[_e(k), _e(v)] for k, v in tools.items()], "tools") if tools
+    out.append(_table(("tool", "version"), [[esc(k), esc(v)] for k, v in tools.items()], "tools") if tools
                else '<p class="empty">No tool versions recorded.</p>')
     return "".join(out)
 

@@ -29,7 +29,8 @@ class Point:
     label: str
 
 
-def _e(text: object) -> str:
+def esc(text: object) -> str:
+    """``text`` safe in HTML/SVG text and attribute values."""
     return escape(str(text), quote=True)
 
 
@@ -86,9 +87,9 @@ class _Axes:
             out.append(f'<text x="{self.px(x):.1f}" y="{bottom + 16}" text-anchor="middle" class="tick">'
                        f'{_num(x)}</text>')
         out.append(f'<text x="{left + self.w / 2:.1f}" y="{HEIGHT - 10}" text-anchor="middle" class="axis">'
-                   f'{_e(x_label)}</text>')
+                   f'{esc(x_label)}</text>')
         out.append(f'<text transform="translate(16,{top + self.h / 2:.1f}) rotate(-90)" text-anchor="middle" '
-                   f'class="axis">{_e(y_label)}</text>')
+                   f'class="axis">{esc(y_label)}</text>')
         return out
 
 
@@ -119,7 +120,7 @@ def _span(values: list[float], from_zero: bool) -> tuple[float, float]:
 
 def _svg(body: list[str], label: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-            f'height="{HEIGHT}" role="img" aria-label="{_e(label)}">' + "".join(body) + "</svg>")
+            f'height="{HEIGHT}" role="img" aria-label="{esc(label)}">' + "".join(body) + "</svg>")
 
 
 def scatter(points: Sequence[Point], x_label: str, y_label: str, value_label: str, log_x: bool = False) -> str:
@@ -134,15 +135,15 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, value_label: st
         x, y = axes.px(p.x), axes.py(p.y)
         value = "unknown" if p.value is None else f"{p.value:.4g}"
         body.append(f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="7" fill="{ramp_colour(p.value, lo, hi)}" '
-                    f'stroke="#333"><title>{_e(p.label)}: x={_num(p.x)}, y={_num(p.y)}, {_e(value_label)}='
-                    f'{_e(value)}</title></circle>'
-                    f'<text x="{x + 10:.1f}" y="{y - 8:.1f}" class="plabel">{_e(p.label)}</text>')
+                    f'stroke="#333"><title>{esc(p.label)}: x={_num(p.x)}, y={_num(p.y)}, {esc(value_label)}='
+                    f'{esc(value)}</title></circle>'
+                    f'<text x="{x + 10:.1f}" y="{y - 8:.1f}" class="plabel">{esc(p.label)}</text>')
     return _svg(body + _colour_bar(lo, hi, value_label, bool(known), len(known) < len(points)), y_label)
 
 
 def _colour_bar(lo: float, hi: float, label: str, known: bool, some_unknown: bool) -> list[str]:
     x, top, height = WIDTH - MARGIN["right"] + 40, MARGIN["top"] + 20, 160
-    out = [f'<text x="{x}" y="{top - 8}" class="axis">{_e(label)}</text>']
+    out = [f'<text x="{x}" y="{top - 8}" class="axis">{esc(label)}</text>']
     if known:
         steps = 20
         out += [f'<rect x="{x}" y="{top + height * (1 - (i + 1) / steps):.1f}" width="16" '
@@ -167,18 +168,18 @@ def hbars(items: Sequence[tuple[str, float | None]], x_label: str, none_text: st
     body = []
     for i, (label, v) in enumerate(items):
         y = MARGIN["top"] + i * row
-        body.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" class="tick">{_e(label[-34:])}</text>')
+        body.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" class="tick">{esc(label[-34:])}</text>')
         if v is None:
-            body.append(f'<text x="{left + 4}" y="{y + 13}" class="tick">{_e(none_text)}</text>')
+            body.append(f'<text x="{left + 4}" y="{y + 13}" class="tick">{esc(none_text)}</text>')
             continue
         w = max(1.0, max(v, 0.0) / top_value * width)
         body.append(f'<rect class="bar" x="{left}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" '
-                    f'fill="{ramp_colour(v, 0, max(top_value, 40.0))}"><title>{_e(label)}: {v:.2f}</title></rect>'
+                    f'fill="{ramp_colour(v, 0, max(top_value, 40.0))}"><title>{esc(label)}: {v:.2f}</title></rect>'
                     f'<text x="{left + w + 4:.1f}" y="{y + 13}" class="tick">{v:.1f}</text>')
     body.append(f'<text x="{left + width / 2:.0f}" y="{height - 12}" text-anchor="middle" class="axis">'
-                f'{_e(x_label)}</text>')
+                f'{esc(x_label)}</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" '
-            f'height="{height}" role="img" aria-label="{_e(x_label)}">' + "".join(body) + "</svg>")
+            f'height="{height}" role="img" aria-label="{esc(x_label)}">' + "".join(body) + "</svg>")
 
 
 def lines(series: dict[str, Sequence[tuple[float, float]]], x_label: str, y_label: str, log_x: bool = False,
@@ -194,8 +195,8 @@ def lines(series: dict[str, Sequence[tuple[float, float]]], x_label: str, y_labe
         path = " ".join(f"{axes.px(x):.1f},{axes.py(y):.1f}" for x, y in pts)
         body.append(f'<polyline class="line" points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         body += [f'<circle class="point" cx="{axes.px(x):.1f}" cy="{axes.py(y):.1f}" r="4" fill="{colour}">'
-                 f'<title>{_e(name)}: {_num(x)} → {_num(y)}</title></circle>' for x, y in pts]
+                 f'<title>{esc(name)}: {_num(x)} → {_num(y)}</title></circle>' for x, y in pts]
         ly = MARGIN["top"] + 16 + i * 18
         body.append(f'<rect x="{WIDTH - MARGIN["right"] + 14}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>'
-                    f'<text x="{WIDTH - MARGIN["right"] + 32}" y="{ly + 1}" class="tick">{_e(name[:22])}</text>')
+                    f'<text x="{WIDTH - MARGIN["right"] + 32}" y="{ly + 1}" class="tick">{esc(name[:22])}</text>')
     return _svg(body, y_label)
